@@ -1,0 +1,245 @@
+"""The base every storage format shares.
+
+A format is an immutable container of flat arrays plus the kernels that
+compute with them.  The base class owns everything that is the same for all
+formats:
+
+* validation of vectors and ``out`` (clear TypeError/ValueError),
+* SciPy's dtype promotion (``result_dtype``),
+* the choice between serial and parallel kernels, and memoised kernel entry
+  points so that a product costs one Python call above the kernel,
+* exact NaN/Inf semantics for formats that store padding.
+
+Padding.  ELL, SELL, BSR, DIA, dense and the hybrids store zeros that are not
+entries of A.  SciPy never multiplies those, so ``0 * inf`` must not turn a
+result into NaN.  Padded formats therefore move the input's explicit zeros to
+a side list when converting (``split_explicit_zeros``) - every stored zero is
+then padding - and their kernels return the number of NaN results.  Only if
+that is non-zero *and* the input has a non-finite entry is the product redone
+exactly from ``to_csr()``.  With finite input, padding contributes exact
+zeros, so the fast result stands.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+
+from .._checks import result_dtype
+from ..kernels._runtime import entry, use_parallel
+
+MATVEC, RMATVEC, MATMAT, RMATMAT = "matvec", "rmatvec", "matmat", "rmatmat"
+
+
+class Format:
+    """A storage layout of one sparse matrix.
+
+    Subclasses set ``name`` and ``padded``, store their arrays, and implement
+    ``_kernel(op, parallel, conj)`` returning ``(dispatcher, args, literals)``:
+    the kernel is called as ``dispatcher(*args, [conj,] x, out)``.
+    """
+
+    name: ClassVar[str] = "?"
+    padded: ClassVar[bool] = False
+
+    def __init__(self, shape, dtype, nnz, params):
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.dtype = np.dtype(dtype)
+        self.nnz = int(nnz)                     # entries of A (not padding)
+        self.params = dict(params)
+        self._bound = {}
+        self._exact = None
+
+    # -- what subclasses provide ------------------------------------------
+    def _kernel(self, op, parallel, conj):
+        raise NotImplementedError
+
+    def arrays(self) -> dict:
+        """The arrays this layout stores (``nbytes`` sums them)."""
+        raise NotImplementedError
+
+    def to_csr(self) -> sp.csr_array:
+        """The matrix as canonical CSR, explicit zeros included, padding not."""
+        raise NotImplementedError
+
+    def work(self, op: str, k: int = 1) -> int:
+        """Multiply-adds of one product: decides serial versus parallel."""
+        return self.nnz * k
+
+    # -- public ------------------------------------------------------------
+    @property
+    def nbytes(self) -> int:
+        total = sum(a.nbytes for a in self.arrays().values() if a is not None)
+        if self.padded:
+            total += sum(a.nbytes for a in self.explicit_zeros)
+        return int(total)
+
+    def matvec(self, x, out=None):
+        """A @ x for a 1-D ``x``; writes into ``out`` when given."""
+        x, out = self._operands(x, out, self.shape[1], self.shape[0], 1)
+        self._run(MATVEC, x, out, False)
+        return out
+
+    def rmatvec(self, x, out=None, *, conj=True):
+        """Aᴴ @ x (``conj=False``: Aᵀ @ x) for a 1-D ``x``."""
+        x, out = self._operands(x, out, self.shape[0], self.shape[1], 1)
+        self._run(RMATVEC, x, out, conj)
+        return out
+
+    def matmat(self, X, out=None):
+        """A @ X for a 2-D ``X`` (C- or F-ordered); ``out`` any writeable layout."""
+        return self._matmat(MATMAT, X, out, self.shape[1], self.shape[0], False)
+
+    def rmatmat(self, X, out=None, *, conj=True):
+        """Aᴴ @ X (``conj=False``: Aᵀ @ X) for a 2-D ``X``."""
+        return self._matmat(RMATMAT, X, out, self.shape[0], self.shape[1], conj)
+
+    def __repr__(self):
+        p = ", ".join(f"{k}={v}" for k, v in self.params.items())
+        return f"<{self.name} {self.shape[0]}x{self.shape[1]} {self.dtype} nnz={self.nnz} {p}>"
+
+    # -- machinery ---------------------------------------------------------
+    def _matmat(self, op, X, out, n_in, n_out, conj):
+        X = _as_array(X, "X")
+        if X.ndim != 2:
+            raise ValueError(f"{op} needs a 2-D X of shape ({n_in}, k), got shape {X.shape}")
+        k = X.shape[1]
+        Xc, target = self._operands(X, out, n_in, n_out, k)
+        if target.flags.c_contiguous:
+            self._run(op, Xc, target, conj)
+            return target
+        tmp = np.empty(target.shape, target.dtype)
+        self._run(op, Xc, tmp, conj)
+        target[...] = tmp
+        return target
+
+    def _operands(self, x, out, n_in, n_out, k):
+        if type(x) is not np.ndarray:
+            x = _as_array(x, "x")
+        two_d = x.ndim == 2
+        want = (n_in, k) if two_d else (n_in,)
+        if x.shape != want:
+            raise ValueError(f"dimension mismatch: operand has shape {x.shape}, expected {want} "
+                             f"for a {self.shape[0]}x{self.shape[1]} matrix")
+        rdt = _promote(self.dtype, x.dtype)
+        if x.dtype != rdt or not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x, dtype=rdt)
+        oshape = (n_out, k) if two_d else (n_out,)
+        if out is None:
+            return x, np.empty(oshape, dtype=rdt)
+        if type(out) is not np.ndarray:
+            raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+        if out.shape != oshape or out.dtype != rdt:
+            raise ValueError(f"out must have shape {oshape} and dtype {rdt}, "
+                             f"got shape {out.shape} and dtype {out.dtype}")
+        if not out.flags.writeable:
+            raise ValueError("out is read-only")
+        if not two_d and not out.flags.c_contiguous:
+            raise ValueError("out must be C-contiguous for a vector product")
+        if np.may_share_memory(out, x):
+            raise ValueError("out must not overlap the input operand")
+        return x, out
+
+    def _run(self, op, x, out, conj):
+        k = x.shape[1] if x.ndim == 2 else 1
+        parallel = use_parallel(self.work(op, k))
+        key = (op, x.dtype, out.ndim, parallel, conj)
+        fn = self._bound.get(key)
+        if fn is None:
+            fn = self._bind(op, parallel, conj, x, out)
+            self._bound[key] = fn
+        nan_results = fn(x, out)
+        if nan_results and self.padded and not _all_finite(x):
+            self._exact_product(op, x, out, conj)
+
+    def _bind(self, op, parallel, conj, x, out):
+        dispatcher, args, literals = self._kernel(op, parallel, conj)
+        if op in (RMATVEC, RMATMAT):
+            args = tuple(args) + (conj,)
+        fn = entry(dispatcher, *args, x, out, literals=literals)
+        return functools.partial(fn, *args)
+
+    def _exact_product(self, op, x, out, conj):
+        if self._exact is None:
+            self._exact = self.to_csr()
+        A = self._exact
+        if op in (RMATVEC, RMATMAT):
+            A = A.T.conj() if conj else A.T
+        out[...] = A @ x
+
+
+def _as_array(x, name):
+    if isinstance(x, np.ndarray):
+        return x
+    if sp.issparse(x):
+        raise TypeError(f"{name} must be a dense array; sparse @ sparse is not supported, got {type(x).__name__}")
+    try:
+        arr = np.asarray(x)
+    except Exception as exc:  # noqa: BLE001 - re-raised with context
+        raise TypeError(f"{name} must be array-like, got {type(x).__name__}") from exc
+    if arr.dtype.kind not in "biufc":
+        raise TypeError(f"{name} must be numeric, got dtype {arr.dtype}")
+    return arr
+
+
+_PROMOTED = {}
+
+
+def _promote(matrix_dtype, vector_dtype):
+    """Memoised ``result_dtype``: it sits on every product's path."""
+    key = (matrix_dtype, vector_dtype)
+    rdt = _PROMOTED.get(key)
+    if rdt is None:
+        rdt = _PROMOTED[key] = result_dtype(matrix_dtype, vector_dtype)
+    return rdt
+
+
+def _all_finite(x):
+    return bool(np.isfinite(x).all())
+
+
+# -- helpers for format modules -------------------------------------------
+
+def split_explicit_zeros(A: sp.csr_array):
+    """(A without its explicit zeros, (rows, cols, values) of those zeros).
+
+    Padded formats store the first part; the zeros are kept aside so that
+    ``to_csr`` and the exact NaN path still see them.
+    """
+    zero = A.data == 0
+    if not zero.any():
+        empty = np.empty(0, np.int64)
+        return A, (empty, empty.copy(), np.empty(0, A.dtype))
+    m = A.shape[0]
+    rows = np.repeat(np.arange(m, dtype=np.int64), np.diff(A.indptr))
+    keep = ~zero
+    indptr = np.zeros(m + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows[keep], minlength=m), out=indptr[1:])
+    B = sp.csr_array((A.data[keep], A.indices[keep], indptr), shape=A.shape)
+    return B, (rows[zero], A.indices[zero].astype(np.int64), A.data[zero].copy())
+
+
+def merge_explicit_zeros(stored, zeros) -> sp.csr_array:
+    """Canonical CSR of stored entries minus padding (all stored zeros), plus the explicit zeros."""
+    stored = sp.csr_array(stored, copy=True)
+    stored.eliminate_zeros()
+    rows, cols, vals = zeros
+    if rows.size:
+        coo = stored.tocoo()
+        stored = sp.coo_array((np.concatenate([coo.data, vals.astype(stored.dtype)]),
+                               (np.concatenate([coo.row, rows]), np.concatenate([coo.col, cols]))),
+                              shape=stored.shape).tocsr()
+    stored.sum_duplicates()
+    return stored
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-int(a) // int(b))
+
+
+def log2_ceil(n: int) -> int:
+    return 0 if n <= 1 else math.ceil(math.log2(n))

@@ -1,0 +1,171 @@
+"""What every kernel module shares: jit flavours, disk cache, threads, dispatch.
+
+* ``jit`` / ``pjit``: ``@njit(cache=True, nogil=True)`` with the fastmath
+  flags that keep NaN and Inf semantics (no ``nnan``/``ninf``), serial and
+  ``parallel=True``.
+* Disk cache: numba writes next to the sources, or to the user cache dir when
+  the package is read-only.  When neither is writable we point numba at a
+  per-user temp dir, so importing autosparse never fails on caching.
+* Threads: numba's default ``workqueue`` layer aborts the process when two
+  Python threads launch parallel kernels at once.  We ask for a thread-safe
+  layer (TBB or OpenMP); when none loads, parallel launches are serialised
+  with a lock instead.
+* Dispatch: ``entry(dispatcher, *args)`` resolves the compiled entry point for
+  the argument types once; calling it costs ~0.3 us against ~1.5 us through
+  the dispatcher (and ~14 ms for kernels specialised with ``literally``).
+  Entry points do no type checks, so callers pass exactly the resolved types.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+
+import numba
+import numpy as np
+from numba.core import config as _nb_config
+
+log = logging.getLogger("autosparse")
+
+FASTMATH = {"nsz", "arcp", "contract", "reassoc"}  # never nnan/ninf: SciPy propagates NaN and Inf
+
+# Below this many multiply-adds a product runs serially: launching the
+# thread team costs ~8 us here, which is ~16k nnz of serial CSR work at 2 threads.
+PARALLEL_MIN_WORK = 40_000
+
+
+def _writable_dir(path: str) -> bool:
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(path, os.W_OK | os.X_OK)
+
+
+def _ensure_cache_dir() -> None:
+    if os.environ.get("NUMBA_CACHE_DIR") or _nb_config.CACHE_DIR:
+        return
+    here = os.path.dirname(os.path.abspath(__file__))
+    if _writable_dir(os.path.join(here, "__pycache__")):
+        return
+    from numba.misc import appdirs
+    user = appdirs.AppDirs(appname="numba", appauthor=False).user_cache_dir
+    if _writable_dir(user):
+        return
+    fallback = os.path.join(tempfile.gettempdir(), f"autosparse-numba-{os.getuid() if hasattr(os, 'getuid') else 'user'}")
+    if _writable_dir(fallback):
+        _nb_config.CACHE_DIR = fallback
+        log.info("package and user cache dirs are read-only; caching kernels in %s", fallback)
+
+
+_ensure_cache_dir()
+
+if not os.environ.get("NUMBA_THREADING_LAYER"):
+    _nb_config.THREADING_LAYER = "threadsafe"
+
+jit = numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
+pjit = numba.njit(cache=True, nogil=True, fastmath=FASTMATH, parallel=True)
+
+_threads_state = {"ready": False, "lock": None}
+_threads_init_lock = threading.Lock()
+
+
+def _init_threads():
+    from numba.np.ufunc import parallel as _par
+    with _threads_init_lock:
+        if _threads_state["ready"]:
+            return
+        try:
+            _par._launch_threads()
+        except ValueError:
+            # No thread-safe layer here: fall back to workqueue and serialise.
+            _nb_config.THREADING_LAYER = "workqueue"
+            _par._launch_threads()
+        if numba.threading_layer() == "workqueue":
+            log.warning("numba has no thread-safe threading layer here (install tbb or use "
+                        "OpenMP); parallel kernels are serialised across Python threads")
+            _threads_state["lock"] = threading.Lock()
+        _threads_state["ready"] = True
+
+
+def threading_layer() -> str:
+    """The numba threading layer in use, initialising it if needed."""
+    _init_threads()
+    return numba.threading_layer()
+
+
+def num_threads() -> int:
+    return numba.get_num_threads()
+
+
+_entries: dict = {}
+
+
+def entry(dispatcher, *args, literals: tuple = ()):
+    """Compiled entry point of ``dispatcher`` for the types of ``args``.
+
+    ``literals`` lists positions of integer arguments the kernel specialises
+    on with ``numba.literally`` (block shapes, slice widths): they are typed
+    as literals, so the loops over them are unrolled at compile time.
+
+    Loads from the disk cache or compiles on first use.  For parallel
+    dispatchers the thread layer is initialised first, and when it is not
+    thread-safe the returned callable holds a lock around the launch.
+    """
+    sig = tuple(numba.types.literal(a) if i in literals else numba.typeof(a)
+                for i, a in enumerate(args))
+    key = (dispatcher, sig)
+    fn = _entries.get(key)
+    if fn is None:
+        parallel = dispatcher.targetoptions.get("parallel", False)
+        if parallel:
+            _init_threads()
+        fn = dispatcher.compile(sig)
+        lock = _threads_state["lock"] if parallel else None
+        if lock is not None:
+            raw = fn
+
+            def fn(*a, _raw=raw, _lock=lock):
+                with _lock:
+                    return _raw(*a)
+        _entries[key] = fn
+    return fn
+
+
+@numba.njit(cache=True, nogil=True)
+def _balanced_bounds(indptr, nparts, row_cost):
+    """Row boundaries of ``nparts`` chunks of about equal nnz + row_cost*rows."""
+    m = indptr.size - 1
+    bounds = np.empty(nparts + 1, dtype=np.int64)
+    bounds[0] = 0
+    bounds[nparts] = m
+    total = (indptr[m] - indptr[0]) + row_cost * m
+    for p in range(1, nparts):
+        target = total * p / nparts
+        lo = bounds[p - 1]
+        hi = m
+        while lo < hi:                         # first row i with weight(i) >= target
+            mid = (lo + hi) // 2
+            if (indptr[mid] - indptr[0]) + row_cost * mid < target:
+                lo = mid + 1
+            else:
+                hi = mid
+        bounds[p] = lo
+    return bounds
+
+
+def balanced_bounds(indptr: np.ndarray, nparts: int | None = None, row_cost: float = 2.0) -> np.ndarray:
+    """nnz-balanced row partition (int64 boundaries, ``nparts + 1`` of them).
+
+    Each row is charged its nnz plus ``row_cost`` for its loop overhead, so
+    matrices with many empty rows are balanced too.
+    """
+    if nparts is None:
+        nparts = num_threads()
+    return _balanced_bounds(indptr, max(1, int(nparts)), float(row_cost))
+
+
+def use_parallel(work: int) -> bool:
+    return work >= PARALLEL_MIN_WORK and num_threads() > 1

@@ -1,0 +1,61 @@
+"""Shared fixtures: the matrix corpus (skipped cleanly when absent) and helpers."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = Path(os.environ.get("AUTOSPARSE_MATRICES", ROOT.parent / "shared" / "matrices"))
+NO_CORPUS = f"matrix corpus not found at {CORPUS} (set AUTOSPARSE_MATRICES to its folder)"
+
+
+def corpus_entries(max_nnz: int | None = None) -> list[dict]:
+    """MANIFEST.tsv rows (name, class, rows, cols, nnz, ...) with a ``path``, smallest first."""
+    manifest = CORPUS / "MANIFEST.tsv"
+    if not manifest.is_file():
+        return []
+    with open(manifest, newline="") as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t"))
+    out = []
+    for r in rows:
+        r["nnz"] = int(r["nnz"])
+        r["path"] = CORPUS / f"{r['name']}.mtx.gz"
+        if (max_nnz is None or r["nnz"] <= max_nnz) and r["path"].is_file():
+            out.append(r)
+    return sorted(out, key=lambda r: r["nnz"])
+
+
+def corpus_params(max_nnz: int | None = None, limit: int | None = None):
+    """pytest parameters over corpus matrices; one skipping parameter when absent."""
+    entries = corpus_entries(max_nnz)
+    if limit is not None:
+        entries = entries[:limit]
+    if not entries:
+        return [pytest.param(None, marks=pytest.mark.skip(reason=NO_CORPUS), id="no-corpus")]
+    return [pytest.param(e, id=e["name"]) for e in entries]
+
+
+_cache: dict = {}
+
+
+def load(entry):
+    """The corpus matrix of a manifest entry, read once per session."""
+    from autosparse.io import read_matrix
+    key = entry["name"]
+    if key not in _cache:
+        _cache[key] = read_matrix(entry["path"])
+    return _cache[key]
+
+
+def rng_vector(n, dtype, seed=0, k=None):
+    rng = np.random.default_rng(seed)
+    shape = (n,) if k is None else (n, k)
+    v = rng.standard_normal(shape)
+    if np.dtype(dtype).kind == "c":
+        v = v + 1j * rng.standard_normal(shape)
+    return v.astype(dtype)
