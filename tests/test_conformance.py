@@ -29,6 +29,7 @@ INDEX_DTYPES = ["int16", "int32", "int64"]
 
 # Parameter settings each format is checked with (index widths come on top).
 CONFIGS = {
+    "scipy": [{}],
     "csr": [{}, {"values": "table"}],
     "csc": [{}],
     "coo": [{}],

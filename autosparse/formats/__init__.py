@@ -18,6 +18,7 @@ import importlib
 import importlib.util
 
 _MODULES = {
+    "scipy": "baseline",       # the untouched input, multiplied by SciPy
     "csr": "csr",
     "csc": "csc",
     "coo": "coo",

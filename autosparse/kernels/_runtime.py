@@ -22,8 +22,10 @@ import logging
 import os
 import tempfile
 import threading
+import time
 
 import numba
+import numba.core.event
 import numpy as np
 from numba.core import config as _nb_config
 
@@ -169,3 +171,36 @@ def balanced_bounds(indptr: np.ndarray, nparts: int | None = None, row_cost: flo
 
 def use_parallel(work: int) -> bool:
     return work >= PARALLEL_MIN_WORK and num_threads() > 1
+
+
+class _CompilerClock(numba.core.event.Listener):
+    """Per-thread seconds spent in numba's compiler lock: compiles and disk-cache loads.
+
+    The tuner subtracts it from build and search times, so a cold kernel cache
+    neither biases the choice of layout nor pollutes the costs it stores.
+    """
+
+    def __init__(self):
+        self._local = threading.local()
+
+    def on_start(self, event):
+        loc = self._local
+        depth = getattr(loc, "depth", 0)
+        if depth == 0:
+            loc.t0 = time.perf_counter()
+        loc.depth = depth + 1
+
+    def on_end(self, event):
+        loc = self._local
+        loc.depth -= 1
+        if loc.depth == 0:
+            loc.total = getattr(loc, "total", 0.0) + time.perf_counter() - loc.t0
+
+
+_compiler_clock = _CompilerClock()
+numba.core.event.register("numba:compiler_lock", _compiler_clock)
+
+
+def compile_seconds() -> float:
+    """Seconds this thread has spent compiling or loading kernels so far."""
+    return getattr(_compiler_clock._local, "total", 0.0)

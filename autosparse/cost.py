@@ -1,0 +1,88 @@
+"""Cost model: predicted seconds per product from a profile, nothing timed.
+
+It ranks and prunes candidates before the search measures them, and it is
+the whole decision at ``effort="estimate"``.  A product costs
+
+    max(bytes moved / bandwidth, stored slots × per-slot cost / threads) + launch
+
+where bytes moved = the layout's ``estimate_nbytes`` + vector traffic, the
+bandwidth is memory's or cache's depending on the working set, and the
+per-slot cost says how well a format's inner loop runs once data is in cache
+(short CSR rows pay loop overhead; DIA and SELL vectorise).  The constants
+are for a current x86 server core; a search rescales all predictions by the
+ratio measured/predicted of the SciPy baseline, which it always times.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import formats
+from .kernels._runtime import PARALLEL_MIN_WORK, num_threads
+
+BW_MEMORY = 20e9          # bytes/s, all cores, streaming from DRAM
+BW_CACHE = 80e9           # bytes/s when the working set fits the last-level cache
+CACHE_BYTES = 24 << 20    # working sets above this stream from memory
+LAUNCH_SERIAL = 1.5e-6    # s per call: Python wrapper + kernel entry
+LAUNCH_PARALLEL = 8e-6    # s per call: + thread team start
+
+# ns per stored slot (entry or padding) and one vector column, single thread
+SLOT_NS = {"scipy": 1.3, "csr": 0.9, "csc": 0.9, "coo": 1.2, "csrc": 0.9, "bsr": 0.45, "ell": 0.6,
+           "sell": 0.45, "dia": 0.35, "dense": 0.25, "hyb": 0.7, "dbh": 0.6}
+SCATTER_FACTOR = {"scipy": 1.3, "csr": 1.5, "coo": 1.5, "csrc": 1.5, "ell": 1.4, "sell": 1.4, "hyb": 1.5,
+                  "bsr": 1.2, "dbh": 1.4}    # Aᴴx through a scatter instead of a gather
+
+
+def stored_slots(profile, fmt: str, params: dict) -> float:
+    """Entries plus padding the layout stores (what its inner loops touch)."""
+    nnz = max(profile.nnz, 1)
+    if fmt == "bsr":
+        return nnz / max(profile.block_fill.get((params["r"], params["c"]), 1e-9), 1e-9)
+    if fmt == "dia":
+        return nnz / max(profile.dia_fill, 1e-9)
+    if fmt == "ell":
+        return nnz / max(profile.ell_fill, 1e-9)
+    if fmt == "sell":
+        return nnz / max(profile.sell_fill.get((params["C"], params["sigma"]), 1e-9), 1e-9)
+    if fmt == "dense":
+        return float(profile.shape[0]) * profile.shape[1]
+    return float(nnz)
+
+
+def predict(profile, fmt: str, params: dict, op: str, k: int = 1, *, of: str = "A") -> float:
+    """Predicted seconds of one ``op`` (with k columns) on the layout."""
+    m, n = profile.shape
+    if of == "AH":
+        m, n = n, m
+    itemsize = np.dtype(profile.dtype).itemsize
+    layout_bytes = formats.get(fmt).estimate_nbytes(profile, **params)
+    adjoint = op in ("rmatvec", "rmatmat")
+    n_in, n_out = (m, n) if adjoint else (n, m)
+    vec_bytes = (n_in + 2 * n_out) * itemsize * k
+    if n_in * itemsize * k > CACHE_BYTES:
+        # gathers from a vector that does not fit in cache fetch lines per entry
+        vec_bytes += profile.nnz * 64 * min(1.0, 3 * profile.col_scatter) * (1 if k == 1 else 0.5)
+    total = layout_bytes + vec_bytes
+    bandwidth = BW_MEMORY if total > CACHE_BYTES else BW_CACHE
+    work = stored_slots(profile, fmt, params) * k
+    threads = num_threads() if work >= PARALLEL_MIN_WORK else 1
+    compute = work * SLOT_NS.get(fmt, 1.0) * 1e-9 / threads
+    t = max(total / bandwidth, compute)
+    if adjoint and fmt not in ("csc", "dia", "dense") and of == "A":
+        t *= SCATTER_FACTOR.get(fmt, 1.5)
+        if threads > 1:
+            t += threads * n_out * itemsize * k * 2 / bandwidth
+    return t + (LAUNCH_PARALLEL if threads > 1 else LAUNCH_SERIAL)
+
+
+def predict_build(profile, fmt: str, params: dict, *, of: str = "A") -> float:
+    """Predicted seconds to convert the canonical CSR into the layout."""
+    if fmt == "scipy":
+        return 0.0
+    if fmt == "csr" and params.get("index_dtype") in (None, "int32") and params.get("values", "full") == "full" \
+            and of == "A":
+        return 0.0                      # shares the input's arrays
+    layout_bytes = formats.get(fmt).estimate_nbytes(profile, **params)
+    # conversions read the CSR (~12 B/nnz) and write the layout, a few passes each
+    passes = 3.0 if of == "A" else 5.0
+    return passes * (profile.nnz * 12 + layout_bytes) / BW_MEMORY + 20e-6

@@ -1,0 +1,612 @@
+"""The search: which layouts to try, how to judge them, when to stop.
+
+Flow of one search (``Search.run``):
+
+1. Time the SciPy baseline on every operation of the workload.  Random
+   operands come from ``seed``; SciPy's results on them are the references.
+2. Enumerate every format's configurations for this profile, predict their
+   cost with the cost model (rescaled by the baseline's measured/predicted
+   ratio), drop what cannot win or does not fit ``memory_limit``, and enqueue
+   the most promising into an optuna study (TPE sampler, in-memory,
+   ``n_jobs=1``) together with warm starts from the plan store.
+3. Each trial samples a layout from a define-by-run space (format, then its
+   parameters, then the copies: whether Aᴴx gets its own layout) and
+   evaluates it: estimate its bytes (pruned before allocating when over the
+   limit), build it, check every workload operation against SciPy
+   (a disagreeing layout is rejected, logged and never returned) and time it.
+   Compile and kernel-cache-load time is measured apart and counts neither
+   in build times nor in the search budget.
+4. Stop by OSKI's rule - when the saving still expected from the untried
+   candidates is less than the time the search has already spent - or when
+   the effort's budget, ``time_limit`` or the candidates run out.
+5. From everything measured, pick the plan exactly: the single layout or
+   pair of layouts (one of A, one of Aᴴ for the adjoint products) that
+   minimises build + Σ calls × time within the memory limit.  The copies are
+   sampled by TPE but also solved exactly here: it is a small assignment
+   over measured layouts, and sampling alone would waste trials on it.
+6. Re-time the finalists and the baseline interleaved, so the winner is not
+   an artefact of a noisy moment, and fall back to the baseline unless the
+   tuned plan is faster on the whole workload, build included.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+
+from . import cost, formats, timing, verify
+from .kernels._runtime import compile_seconds
+from .plan import BASELINE, OPERATIONS, Layout, Plan
+
+log = logging.getLogger("autosparse")
+
+EFFORTS = ("estimate", "measure", "patient", "exhaustive", "cache_only")
+
+# Per effort: search budget in baseline-workload-free units (multiples of the
+# baseline's time for one pass over the workload's operations), a floor in
+# seconds for small matrices, how many model-ranked candidates to enqueue,
+# extra TPE trials after them, and timing samples per measurement.
+EFFORT_SETTINGS = {
+    "measure": dict(budget_calls=80, floor=0.3, enqueue=6, tpe=0, samples=5),
+    "patient": dict(budget_calls=1500, floor=3.0, enqueue=20, tpe=20, samples=9),
+    "exhaustive": dict(budget_calls=math.inf, floor=math.inf, enqueue=None, tpe=0, samples=9),
+}
+PRUNE_FACTOR = 1.6        # candidates predicted this much slower than the baseline are not measured
+OPTIMISM = 0.5            # share of a model-predicted saving the stopping rule believes
+
+
+@dataclass
+class Candidate:
+    """One layout the search considered."""
+    layout: Layout
+    source: str                          # "baseline", "model", "warm-start", "tpe"
+    est_bytes: int = 0
+    predicted: dict = field(default_factory=dict)      # (op, k) -> s, rescaled
+    build_s: float | None = None
+    compile_s: float = 0.0
+    times: dict = field(default_factory=dict)          # (op, k) -> s per call
+    verified: bool | None = None
+    error: str | None = None             # why rejected (never returned when set)
+    speedup: dict = field(default_factory=dict)        # (op, k) -> baseline / this
+    nbytes: int | None = None            # bytes of the built layout
+    _format: object = field(default=None, repr=False, compare=False)   # the built layout, while kept
+
+    @property
+    def ok(self):
+        return self.verified is True and self.error is None
+
+    def to_dict(self):
+        return {"layout": self.layout.to_dict(), "key": self.layout.key, "source": self.source,
+                "est_bytes": self.est_bytes, "build_s": self.build_s, "compile_s": self.compile_s,
+                "times": {f"{op}{k if op in ('matmat', 'rmatmat') else ''}": t for (op, k), t in self.times.items()},
+                "verified": self.verified, "error": self.error,
+                "speedup": {f"{op}{k if op in ('matmat', 'rmatmat') else ''}": s for (op, k), s in self.speedup.items()}}
+
+
+@dataclass
+class Report:
+    """What a tune() did: where the plan came from and everything measured."""
+    source: str                          # "search", "estimate", "store", "baseline (...)"
+    effort: str
+    workload: str
+    plan: Plan | None = None
+    candidates: list = field(default_factory=list)
+    baseline_times: dict = field(default_factory=dict)
+    objective: float | None = None       # predicted/measured workload seconds of the plan, build included
+    baseline_objective: float | None = None
+    tuning_s: float = 0.0
+    profile_s: float = 0.0
+    compile_s: float = 0.0
+    stop_reason: str = ""
+    trials: int = 0
+    notes: list = field(default_factory=list)
+
+    @property
+    def speedup(self) -> float | None:
+        if self.objective and self.baseline_objective:
+            return self.baseline_objective / self.objective
+        return None
+
+    def to_dict(self):
+        return {"source": self.source, "effort": self.effort, "workload": self.workload,
+                "plan": self.plan.to_dict() if self.plan else None,
+                "candidates": [c.to_dict() for c in self.candidates],
+                "baseline_times": {f"{op}{k if op in ('matmat', 'rmatmat') else ''}": t
+                                   for (op, k), t in self.baseline_times.items()},
+                "objective": self.objective, "baseline_objective": self.baseline_objective,
+                "speedup": self.speedup, "tuning_s": self.tuning_s, "profile_s": self.profile_s,
+                "compile_s": self.compile_s, "stop_reason": self.stop_reason, "trials": self.trials,
+                "notes": list(self.notes)}
+
+    def __str__(self):
+        lines = [f"autosparse report: {self.source}, effort={self.effort}, workload {self.workload}"]
+        if self.plan is not None:
+            lines.append(f"  plan: {self.plan.describe()}")
+        if self.speedup:
+            lines.append(f"  workload speed-up over SciPy (build included): {self.speedup:.2f}x")
+        lines.append(f"  tuning {self.tuning_s:.3f} s (profile {self.profile_s:.3f} s, "
+                     f"kernel compile/load {self.compile_s:.3f} s excluded), {self.trials} trials"
+                     + (f", stopped: {self.stop_reason}" if self.stop_reason else ""))
+        if self.candidates:
+            lines.append(f"  {'layout':44s} {'build ms':>9s} {'verified':>9s}  times (speed-up)")
+            for c in self.candidates:
+                ver = "yes" if c.verified else ("no" if c.verified is False else "-")
+                b = f"{c.build_s * 1e3:9.2f}" if c.build_s is not None else f"{'-':>9s}"
+                ts = ", ".join(f"{op}{k if op in ('matmat', 'rmatmat') else ''} {t * 1e6:.1f}us"
+                               + (f" ({c.speedup[(op, k)]:.2f}x)" if (op, k) in c.speedup else "")
+                               for (op, k), t in c.times.items())
+                lines.append(f"  {c.layout.key[:44]:44s} {b} {ver:>9s}  {ts or c.error or ''}"
+                             + (f"  [{c.error}]" if c.error and ts else ""))
+        lines.extend(f"  note: {n}" for n in self.notes)
+        return "\n".join(lines)
+
+
+def workload_ops(workload):
+    """(op, k, calls) of the workload, as products on A."""
+    return workload.items()
+
+
+class Search:
+    def __init__(self, A, prof, workload, *, effort, time_limit, memory_limit, seed, warm_starts=(),
+                 baseline_format=None, clock=timing.clock):
+        self.A = A                          # canonical CSR
+        self.prof = prof
+        self.workload = workload
+        self.effort = effort
+        self.settings = EFFORT_SETTINGS[effort]
+        self.time_limit = time_limit
+        self.memory_limit = memory_limit
+        self.seed = seed
+        self.warm_starts = list(warm_starts)
+        self.clock = clock
+        self.ops = workload_ops(workload)
+        self.rng = np.random.default_rng(seed)
+        self.baseline_format = baseline_format or formats.get(BASELINE).from_csr(A)
+        self._operands = {}
+        self._references = {}
+        self._AH = None
+        self._prof_AH = None
+        self.candidates: dict = {}          # Layout -> Candidate
+        self.order: list = []
+        self.t0 = clock()
+        self.compile0 = compile_seconds()
+        self.trials = 0
+        self.stop_reason = ""
+        self.notes: list = []
+        self.predicted: dict = {}
+        self.queue: list = []
+
+    # -- operands and references ---------------------------------------------
+    def operand(self, op, k):
+        key = (op, k)
+        if key not in self._operands:
+            m, n = self.A.shape
+            length = m if op in ("rmatvec", "rmatmat") else n
+            shape = (length,) if op in ("matvec", "rmatvec") else (length, k)
+            x = self.rng.standard_normal(shape)
+            if self.A.dtype.kind == "c":
+                x = x + 1j * self.rng.standard_normal(shape)
+            self._operands[key] = x.astype(self.A.dtype)
+        return self._operands[key]
+
+    def reference(self, op, k):
+        key = (op, k)
+        if key not in self._references:
+            x = self.operand(op, k)
+            y, mag = verify.reference(self.A, x, op)
+            self._references[key] = (y, mag, verify.max_terms(self.A, op))
+        return self._references[key]
+
+    @property
+    def AH(self):
+        if self._AH is None:
+            self._AH = sp.csr_array(self.A.T.conj().tocsr())
+            self._AH.sort_indices()
+        return self._AH
+
+    def profile_AH(self):
+        if self._prof_AH is None:
+            from .profile import profile
+            self._prof_AH = profile(self.AH, seed=self.seed)
+        return self._prof_AH
+
+    # -- time accounting ---------------------------------------------------------
+    def spent(self) -> float:
+        """Search seconds so far, kernel compiles and cache loads excluded."""
+        return self.clock() - self.t0 - (compile_seconds() - self.compile0)
+
+    # -- evaluation ----------------------------------------------------------
+    def _call(self, F, op, k, side):
+        """A callable computing op (a product of A) with layout F built from ``side``."""
+        x = self.operand(op, k)
+        out = np.empty(((self.A.shape[1] if op in ("rmatvec", "rmatmat") else self.A.shape[0]),) +
+                       ((k,) if op in ("matmat", "rmatmat") else ()), dtype=np.result_type(self.A.dtype, x.dtype))
+        direct = (side == "A") == (op in ("matvec", "matmat"))
+        if op in ("matvec", "rmatvec"):
+            f = F.matvec if direct else F.rmatvec
+        else:
+            f = F.matmat if direct else F.rmatmat
+        return lambda: f(x, out), out
+
+    def ops_for(self, side):
+        """Operations a layout of ``side`` is measured on: all for A, adjoint ones for Aᴴ."""
+        if side == "A":
+            return self.ops
+        return [(op, k, c) for op, k, c in self.ops if op in ("rmatvec", "rmatmat")]
+
+    def measure(self, cand: Candidate, F=None) -> Candidate:
+        """Build (unless given), verify and time a candidate on its operations."""
+        lay = cand.layout
+        c0 = compile_seconds()
+        try:
+            if F is None:
+                src = self.A if lay.of == "A" else self.AH
+                t = self.clock()
+                F = formats.get(lay.format).from_csr(src, **lay.params)
+                cand.build_s = max(0.0, self.clock() - t - (compile_seconds() - c0))
+            else:
+                cand.build_s = 0.0
+            for op, k, _calls in self.ops_for(lay.of):
+                fn, out = self._call(F, op, k, lay.of)
+                fn()                                    # first call: compiles or loads kernels, output checked
+                y_ref, mag, terms = self.reference(op, k)
+                ratio = verify.error_ratio(out, y_ref, mag, terms, out.dtype)
+                if not ratio <= 1.0:
+                    cand.verified = False
+                    cand.error = f"{op} disagrees with SciPy (error {ratio:.3g}x tolerance)"
+                    log.warning("rejected %s: %s", lay.key, cand.error)
+                    return cand
+                cand.times[(op, k)] = timing.measure(fn, budget=self._measure_budget(),
+                                                     max_samples=self.settings["samples"]).median
+            cand.verified = True
+        except (ValueError, TypeError, MemoryError) as exc:
+            cand.error = f"{type(exc).__name__}: {exc}"
+            log.info("candidate %s failed: %s", lay.key, cand.error)
+        finally:
+            cand.compile_s = compile_seconds() - c0
+        base = self.candidates.get(Layout(BASELINE))
+        if base is not None and base.times and cand.ok:
+            cand.speedup = {key: base.times[key] / t for key, t in cand.times.items() if key in base.times and t > 0}
+        cand._format = F if cand.ok else None
+        return cand
+
+    def _measure_budget(self):
+        return 0.05 if self.effort == "measure" else 0.2
+
+    def workload_cost(self, times_by_op, build_s) -> float:
+        return build_s + sum(calls * times_by_op[(op, k)] for op, k, calls in self.ops)
+
+    # -- candidates ------------------------------------------------------------
+    def enumerate(self):
+        """Model-ranked candidate layouts (A side; Aᴴ copies when the workload has adjoint calls)."""
+        out = []
+        sides = [("A", self.prof)]
+        adjoint_share = sum(c * k for op, k, c in self.ops if op in ("rmatvec", "rmatmat")) / \
+            max(self.workload.vector_equivalents(), 1)
+        if adjoint_share >= 0.2 and self.A.shape[0] * self.A.shape[1] > 0:
+            sides.append(("AH", None))
+        for side, prof in sides:
+            for name in formats.names():
+                if name == BASELINE:
+                    continue
+                mod = formats.get(name)
+                if side == "AH":
+                    if name not in AH_FORMATS:
+                        continue
+                    prof = self.profile_AH()
+                try:
+                    configs = mod.configurations(prof)
+                except Exception as exc:          # a broken format must not break tuning
+                    log.warning("format %s: configurations failed: %s", name, exc)
+                    continue
+                for params in configs:
+                    lay = Layout(name, params, side)
+                    try:
+                        est = int(mod.estimate_nbytes(prof, **params))
+                        pred = {(op, k): cost.predict(prof, name, params, _side_op(op, side), k, of="A")
+                                for op, k, _ in self.ops_for(side)}
+                        build = cost.predict_build(prof, name, params, of=side)
+                    except Exception as exc:
+                        log.warning("format %s%s: estimate failed: %s", name, params, exc)
+                        continue
+                    out.append((lay, est, pred, build))
+        return out
+
+
+    # -- the search ----------------------------------------------------------
+    def run(self):
+        """Search and return (plan, report fields, {layout: built Format})."""
+        base = self.evaluate(Layout(BASELINE), "baseline", F=self.baseline_format)
+        if not base.ok:
+            raise RuntimeError(f"the SciPy baseline failed its own check: {base.error}")
+        self.calibration = self._calibrate(base)
+        ranked = self.rank()
+        self.queue = ranked
+        budget = self.budget(base)
+        study, objective = self._study(ranked)
+        n_enqueued = len(ranked) if self.settings["enqueue"] is None else min(len(ranked), self.settings["enqueue"])
+        n_trials = n_enqueued + len(self.warm_starts) + self.settings["tpe"]
+        while self.trials < n_trials:
+            reason = self.should_stop(budget)
+            if reason:
+                self.stop_reason = reason
+                break
+            study.optimize(objective, n_trials=1)
+            self.trials += 1
+        else:
+            self.stop_reason = "candidates exhausted"
+        plan, value = self.best_plan()
+        plan, value = self.confirm(plan, value)
+        return plan, value
+
+    def evaluate(self, lay: Layout, source: str, F=None) -> Candidate:
+        cand = self.candidates.get(lay)
+        if cand is not None:
+            return cand
+        cand = Candidate(lay, source)
+        self.candidates[lay] = cand
+        self.order.append(lay)
+        if lay.format == BASELINE:
+            cand.est_bytes = F.nbytes if F is not None else 0
+        else:
+            mod = formats.get(lay.format)
+            prof = self.prof if lay.of == "A" else self.profile_AH()
+            try:
+                cand.est_bytes = int(mod.estimate_nbytes(prof, **lay.params))
+            except Exception as exc:      # bad warm-start or sampled params
+                cand.error = f"not applicable: {exc}"
+                return cand
+            if self.memory_limit is not None and cand.est_bytes > self.memory_limit:
+                cand.error = f"over memory limit: estimated {cand.est_bytes} bytes > {self.memory_limit}"
+                return cand
+        self.measure(cand, F)
+        if cand.ok:
+            cand.nbytes = cand._format.nbytes
+            if self.memory_limit is not None and cand.nbytes > self.memory_limit:
+                cand.error = f"over memory limit: built {cand.nbytes} bytes > {self.memory_limit}"
+                cand._format = None
+        self._release()
+        return cand
+
+    def _release(self):
+        """Keep built layouts only for the current best plan: memory stays bounded."""
+        keep = set(self.best_plan()[0].layouts) | {Layout(BASELINE)}
+        for lay, c in self.candidates.items():
+            if lay not in keep:
+                c._format = None
+
+    def _calibrate(self, base):
+        """Per-operation measured/predicted ratio of the baseline, applied to every prediction."""
+        cal = {}
+        for op, k, _ in self.ops:
+            pred = cost.predict(self.prof, BASELINE, {}, op, k)
+            cal[(op, k)] = base.times[(op, k)] / pred if pred > 0 else 1.0
+        return cal
+
+    def rank(self):
+        """Candidates ordered by predicted plan cost, pruned; warm starts go first elsewhere."""
+        base = self.candidates[Layout(BASELINE)]
+        base_cost = self.workload_cost(base.times, 0.0)
+        ranked, dropped, over_memory = [], 0, 0
+        for lay, est, pred, build in self.enumerate():
+            if self.memory_limit is not None and est > self.memory_limit:
+                over_memory += 1
+                continue
+            pred = {key: t * self.calibration.get(key, 1.0) for key, t in pred.items()}
+            times = dict(base.times)
+            times.update(pred)                 # an Aᴴ copy pairs with the baseline for forward products
+            predicted = self.workload_cost(times, build)
+            if predicted > PRUNE_FACTOR * base_cost and self.effort != "exhaustive":
+                dropped += 1
+                continue
+            ranked.append((predicted, lay, pred))
+        ranked.sort(key=lambda r: (r[0], r[1].key))
+        if dropped:
+            self.notes.append(f"{dropped} layouts predicted slower than {PRUNE_FACTOR}x the baseline were not measured")
+        if over_memory:
+            self.notes.append(f"{over_memory} layouts over the memory limit (estimated) were not built")
+        self.predicted = {lay: (p, pred) for p, lay, pred in ranked}
+        return [(p, lay) for p, lay, _ in ranked]
+
+    def budget(self, base) -> float:
+        """Seconds of search this effort allows (compiles excluded), capped by time_limit."""
+        unit = base.times.get(("matvec", 1)) or sum(base.times.values())
+        b = self.settings["budget_calls"] * unit
+        if self.A.nnz < 1_000_000:
+            b = max(b, self.settings["floor"])
+        if self.time_limit is not None:
+            b = min(b, self.time_limit)
+        return b
+
+    def should_stop(self, budget) -> str:
+        spent = self.spent()
+        if self.time_limit is not None and spent >= self.time_limit:
+            return f"time_limit ({self.time_limit:g} s) reached"
+        if spent >= budget:
+            return f"{self.effort} budget ({budget:.3g} s) spent"
+        if self.effort == "exhaustive":
+            return ""
+        best = self.best_plan()[1]
+        untried = [p for p, lay in self.queue if lay not in self.candidates]
+        if not untried:
+            return "" if self.settings["tpe"] else "candidates exhausted"
+        expected = max(0.0, best - min(untried) * self._model_bias()) * OPTIMISM
+        if expected < spent:
+            return (f"OSKI rule: expected further saving {expected:.3g} s < {spent:.3g} s spent")
+        return ""
+
+    def _model_bias(self) -> float:
+        """Median measured/predicted workload cost of the measured candidates (>= 1 optimistic-proof)."""
+        ratios = []
+        for lay, (p, pred) in self.predicted.items():
+            c = self.candidates.get(lay)
+            if c is not None and c.ok and p > 0:
+                times = dict(self.candidates[Layout(BASELINE)].times)
+                times.update(c.times)
+                ratios.append(self.workload_cost(times, c.build_s) / p)
+        return float(np.median(ratios)) if ratios else 1.0
+
+    def _study(self, ranked):
+        import optuna
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        sampler = optuna.samplers.TPESampler(seed=self.seed, n_startup_trials=5)
+        study = optuna.create_study(direction="minimize", sampler=sampler)
+        a_formats = sorted({lay.format for _, lay in ranked if lay.of == "A"} |
+                           {lay.format for lay in self.warm_starts if lay.of == "A"}) or ["csr"]
+        ah_keys = ["none"] + [lay.key for _, lay in ranked if lay.of == "AH"][:4]
+        ah_by_key = {lay.key: lay for _, lay in ranked if lay.of == "AH"}
+        n_enq = len(ranked) if self.settings["enqueue"] is None else self.settings["enqueue"]
+        queue = list(self.warm_starts) + [lay for _, lay in ranked[:n_enq]]
+        for lay in queue:
+            params = {"format": lay.format} if lay.of == "A" else {"format": a_formats[0]}
+            if lay.of == "A":
+                params.update({f"{lay.format}_{k}": v for k, v in lay.params.items()})
+            if len(ah_keys) > 1:
+                params["adjoint_copy"] = lay.key if lay.of == "AH" and lay.key in ah_by_key else "none"
+            study.enqueue_trial(params, user_attrs={"layout": lay.to_dict(),
+                                                    "source": "warm-start" if lay in self.warm_starts else "model"},
+                                skip_if_exists=False)
+
+        def objective(trial):
+            fixed = trial.user_attrs.get("layout")
+            if fixed is not None:
+                lay = Layout(fixed["format"], fixed["params"], fixed["of"])
+                source = trial.user_attrs.get("source", "model")
+                if lay.of == "A" and lay.format in a_formats:
+                    # record the enqueued params so TPE learns from this trial
+                    try:
+                        trial.suggest_categorical("format", a_formats)
+                        formats.get(lay.format).space(trial, self.prof)
+                    except Exception:                # noqa: BLE001 - learning aid only
+                        pass
+                if lay.of == "AH":
+                    cand = self.evaluate(lay, source)
+                    if not cand.ok:
+                        raise optuna.TrialPruned(cand.error)
+                    return self.best_plan()[1]
+            else:
+                fmt = trial.suggest_categorical("format", a_formats)
+                lay = Layout(fmt, formats.get(fmt).space(trial, self.prof), "A")
+                source = "tpe"
+            cand = self.evaluate(lay, source)
+            if not cand.ok:
+                raise optuna.TrialPruned(cand.error)
+            value = self.plan_cost([cand])
+            if len(ah_keys) > 1:
+                key = trial.suggest_categorical("adjoint_copy", ah_keys)
+                if key != "none":
+                    h = self.evaluate(ah_by_key[key], source)
+                    if h.ok:
+                        value = min(value, self.plan_cost([cand, h]))
+            return value
+
+        return study, objective
+
+    # -- choosing the plan -----------------------------------------------------
+    def plan_cost(self, cands) -> float:
+        """Workload seconds, builds included, with each operation on its fastest layout."""
+        if self.memory_limit is not None and sum(getattr(c, "nbytes", c.est_bytes) for c in cands) > self.memory_limit:
+            return math.inf
+        total = sum(c.build_s or 0.0 for c in cands)
+        for op, k, calls in self.ops:
+            ts = [c.times[(op, k)] for c in cands if (op, k) in c.times]
+            if not ts:
+                return math.inf
+            total += calls * min(ts)
+        return total
+
+    def best_plan(self):
+        """(Plan, cost): the best single A layout, or an A layout plus an Aᴴ copy."""
+        ok = [c for c in self.candidates.values() if c.ok]
+        a_side = [c for c in ok if c.layout.of == "A"]
+        ah_side = [c for c in ok if c.layout.of == "AH"]
+        best, best_cost = None, math.inf
+        for a in a_side:
+            cost_a = self.plan_cost([a])
+            if cost_a < best_cost:
+                best, best_cost = [a], cost_a
+            for h in ah_side:
+                c2 = self.plan_cost([a, h])
+                if c2 < best_cost:
+                    best, best_cost = [a, h], c2
+        if best is None:
+            return Plan.baseline(), math.inf
+        return self._plan_of(best), best_cost
+
+    def _plan_of(self, cands) -> Plan:
+        layouts = tuple(c.layout for c in cands)
+        serves = {}
+        for op in OPERATIONS:
+            k_ops = [(o, k) for o, k, _ in self.ops if o == op]
+            best_i = 0
+            if k_ops and len(cands) > 1:
+                best_i = min(range(len(cands)), key=lambda i: sum(cands[i].times.get(key, math.inf) for key in k_ops))
+            elif op in ("rmatvec", "rmatmat") and len(cands) > 1:
+                best_i = 1
+            serves[op] = best_i
+        used = sorted(set(serves.values()))
+        if len(used) < len(layouts):             # a copy no operation ended up using
+            layouts = tuple(layouts[i] for i in used)
+            serves = {op: used.index(i) for op, i in serves.items()}
+        return Plan(layouts, serves)
+
+    def confirm(self, plan, value):
+        """Re-time the chosen plan against the baseline, interleaved; keep the baseline unless beaten."""
+        base = self.candidates[Layout(BASELINE)]
+        if plan.is_baseline:
+            return plan, self.workload_cost(base.times, 0.0)
+        cands = [self.candidates[lay] for lay in plan.layouts]
+        fns = {}
+        for op, k, _ in self.ops:
+            i = plan.serves[op]
+            c = cands[i]
+            F = c._format
+            if F is None:                        # dropped to save memory: rebuild
+                self.candidates.pop(c.layout)
+                c = self.evaluate(c.layout, c.source)
+                cands[i] = c
+                F = c._format
+            fns[("plan", op, k)] = self._call(F, op, k, c.layout.of)[0]
+            fns[("base", op, k)] = self._call(self.baseline_format, op, k, "A")[0]
+        t = timing.interleaved(fns, rounds=3, budget=self._measure_budget() / 2, max_samples=self.settings["samples"])
+        plan_times = {(op, k): t[("plan", op, k)].median for op, k, _ in self.ops}
+        base_times = {(op, k): t[("base", op, k)].median for op, k, _ in self.ops}
+        builds = sum(c.build_s or 0.0 for c in cands)
+        tuned = self.workload_cost(plan_times, builds)
+        baseline = self.workload_cost(base_times, 0.0)
+        base.times.update(base_times)
+        if tuned >= baseline:
+            self.notes.append(f"re-timed: {plan.describe()} ({tuned:.3g} s) did not beat SciPy ({baseline:.3g} s)")
+            return Plan.baseline(), baseline
+        self.confirmed = (tuned, baseline)
+        return plan, tuned
+
+    def formats_of(self, plan):
+        return [self.candidates[lay]._format for lay in plan.layouts]
+
+    # -- effort="estimate": the model alone ------------------------------------
+    def estimate(self):
+        """(Plan, predicted cost) from the cost model only; nothing is timed."""
+        base_pred = {(op, k): cost.predict(self.prof, BASELINE, {}, op, k) for op, k, _ in self.ops}
+        best, best_cost = Plan.baseline(), self.workload_cost(base_pred, 0.0)
+        for lay, est, pred, build in self.enumerate():
+            if lay.of != "A" or (self.memory_limit is not None and est > self.memory_limit):
+                continue
+            c = self.workload_cost(pred, build)
+            if c < best_cost:
+                best, best_cost = Plan((lay,), {op: 0 for op in OPERATIONS}), c
+        return best, best_cost
+
+
+AH_FORMATS = ("csr", "sell", "csrc", "bsr", "dia")     # layouts worth keeping of Aᴴ for the adjoint products
+
+
+def _side_op(op, side):
+    """The product a layout of ``side`` runs for A's ``op``."""
+    if side == "A":
+        return op
+    return {"rmatvec": "matvec", "rmatmat": "matmat", "matvec": "rmatvec", "matmat": "rmatmat"}[op]
