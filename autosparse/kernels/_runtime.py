@@ -1,8 +1,7 @@
 """What every kernel module shares: jit flavours, disk cache, threads, dispatch.
 
-* ``jit`` / ``pjit``: ``@njit(cache=True, nogil=True)`` with the fastmath
-  flags that keep NaN and Inf semantics (no ``nnan``/``ninf``), serial and
-  ``parallel=True``.
+* ``jit`` / ``pjit``: ``@njit(cache=True, nogil=True)`` in exact IEEE
+  arithmetic (see FASTMATH), serial and ``parallel=True``.
 * Disk cache: numba writes next to the sources, or to the user cache dir when
   the package is read-only.  When neither is writable we point numba at a
   per-user temp dir, so importing autosparse never fails on caching.
@@ -31,7 +30,11 @@ from numba.core import config as _nb_config
 
 log = logging.getLogger("autosparse")
 
-FASTMATH = {"nsz", "arcp", "contract", "reassoc"}  # never nnan/ninf: SciPy propagates NaN and Inf
+# Exact IEEE arithmetic, no fastmath at all: summing each row in column order
+# then gives SciPy's CSR results bit for bit (solvers take the same iterations),
+# and NaN/Inf propagate as in SciPy.  SIMD comes from layouts that vectorise
+# across rows (SELL lanes, DIA rows, BSR blocks), which needs no reassociation.
+FASTMATH = set()     # empty: no fastmath flags (a set, so kernels may derive their own from it)
 
 # Below this many multiply-adds a product runs serially: launching the
 # thread team costs ~8 us here, which is ~16k nnz of serial CSR work at 2 threads.
