@@ -17,40 +17,72 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._checks import as_csr, index_dtype_for, unsigned
-from ..kernels import csr as K
+from ..kernels import compressed as K
 from ..kernels._runtime import balanced_bounds
 from ..kernels._values import value_table
-from ._base import MATMAT, MATVEC, RMATMAT, RMATVEC, Format
+from ._base import MATMAT, MATVEC, Format
 from ._grids import MAX_TABLE
 
 NAME = "csr"
 
 
+class Compressed(Format):
+    """Compressed arrays over outer slices: rows (CSR) or columns (CSC, ``transposed``).
 
-class CSR(Format):
-    name = NAME
+    A x is a gather over rows for CSR and a scatter for CSC, and the adjoint
+    products the other way round; both run on the kernels of
+    ``kernels/compressed.py``.  Parallel gathers split the outer slices into
+    nnz-balanced chunks; parallel scatters follow a scatter plan made on
+    first use.
+    """
+
+    transposed = False
 
     def __init__(self, shape, indptr, indices, data, table, params):
         dtype = data.dtype if table is None else table.dtype
         super().__init__(shape, dtype, indices.size, params)
         self.indptr, self.indices, self.data, self.table = indptr, indices, data, table
-        self._ip, self._ix = unsigned(indptr), unsigned(indices)
-        self.bounds = balanced_bounds(indptr)
+        self._ip1 = unsigned(indptr)[1:]
+        self._ix = unsigned(indices)
+        self.bounds = balanced_bounds(indptr).astype(np.uint64)
+        self._kstart = indptr[self.bounds.astype(np.int64)].astype(np.uint64)
+        self._plan = None
+
+    def _scatter_plan(self):
+        if self._plan is None:
+            n_out = self.shape[0] if self.transposed else self.shape[1]
+            self._plan = K.scatter_plan(self._kstart.astype(np.int64), self.indices, n_out)
+        return self._plan
 
     def _kernel(self, op, parallel, conj):
-        args = (self._ip, self._ix, self.data, self.table)
-        serial, par = {MATVEC: (K.matvec, K.matvec_par), MATMAT: (K.matmat, K.matmat_par),
-                       RMATVEC: (K.rmatvec, K.rmatvec_par), RMATMAT: (K.rmatmat, K.rmatmat_par)}[op]
-        return (par, (self.bounds,) + args, ()) if parallel else (serial, args, ())
+        arrays = (self._ip1, self._ix, self.data, self.table)
+        forward = op in (MATVEC, MATMAT)
+        vector = op in (MATVEC, "rmatvec")
+        if forward:
+            arrays = arrays + (False,)                  # the base appends conj for adjoint ops only
+        if forward != self.transposed:                 # a gather
+            serial, par = (K.gather, K.gather_par) if vector else (K.gather2, K.gather2_par)
+            return (par, (self.bounds, self._kstart) + arrays, ()) if parallel else (serial, arrays, ())
+        serial, par = (K.scatter, K.scatter_par) if vector else (K.scatter2, K.scatter2_par)
+        if not parallel:
+            return serial, arrays, ()
+        plan, items = self._scatter_plan()
+        return par, (self.bounds, self._kstart, plan, items) + arrays, ()
 
     def arrays(self):
         return {"indptr": self.indptr, "indices": self.indices, "data": self.data, "table": self.table}
 
+    def _values(self):
+        return self.data if self.table is None else self.table[self.data]
+
+
+class CSR(Compressed):
+    name = NAME
+
     def to_csr(self):
-        data = self.data if self.table is None else self.table[self.data]
         idx = index_dtype_for(max(self.shape[1], self.nnz))
-        return sp.csr_array((data, self.indices.astype(idx, copy=False), self.indptr.astype(idx, copy=False)),
-                            shape=self.shape)
+        return sp.csr_array((self._values(), self.indices.astype(idx, copy=False),
+                             self.indptr.astype(idx, copy=False)), shape=self.shape)
 
 
 def from_csr(A, index_dtype=None, values="full") -> CSR:

@@ -18,7 +18,7 @@ def value(data, table, k):  # pragma: no cover - replaced by the overload in jit
     return data[k] if table is None else table[data[k]]
 
 
-@overload(value, jit_options={"fastmath": FASTMATH})
+@overload(value, inline="always", jit_options={"fastmath": FASTMATH})
 def _value_impl(data, table, k):
     if isinstance(table, types.NoneType):
         return lambda data, table, k: data[k]
@@ -30,7 +30,7 @@ def cvalue(data, table, k, conj):  # pragma: no cover
     return np.conj(v) if conj else v
 
 
-@overload(cvalue, jit_options={"fastmath": FASTMATH})
+@overload(cvalue, inline="always", jit_options={"fastmath": FASTMATH})
 def _cvalue_impl(data, table, k, conj):
     dt = table.dtype if not isinstance(table, types.NoneType) else data.dtype
     if isinstance(dt, types.Complex):

@@ -1,0 +1,72 @@
+"""CSC: compressed sparse columns - the CSR arrays of Aᵀ.
+
+Aᴴx is a gather (one dot product per column) and runs as fast as CSR's
+A x, so CSC is the natural second copy for the transposed products of a
+CSR plan.  A x is a scatter, parallelised with a race-free scatter plan
+(see ``kernels/compressed.py``).
+
+Parameters
+----------
+index_dtype : "int16" | "int32" | "int64"
+    Width of the stored row indices.  It must hold every row *and* column
+    index of the matrix (the same rule as COO), so a matrix converts to CSC
+    exactly when it converts to COO with that width.  Column pointers are
+    int32 when nnz fits, else int64.
+values : "full" | "table"
+    As for CSR: ``"table"`` stores uint8/uint16 codes into a table of the
+    distinct values.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from .._checks import as_csr, index_dtype_for
+from .csr import Compressed, _encode, value_bytes, values_options
+
+NAME = "csc"
+
+
+class CSC(Compressed):
+    name = NAME
+    transposed = True
+
+    def to_csr(self):
+        idx = index_dtype_for(max(self.shape[0], self.nnz))
+        C = sp.csc_array((self._values(), self.indices.astype(idx, copy=False),
+                          self.indptr.astype(idx, copy=False)), shape=self.shape)
+        return as_csr(C.tocsr())
+
+
+def from_csr(A, index_dtype=None, values="full") -> CSC:
+    """CSC from any SciPy sparse matrix (explicit zeros kept)."""
+    A = as_csr(A)
+    m, n = A.shape
+    idx = index_dtype_for(max(m, n, 1) - 1, index_dtype, what="row and column indices")
+    ptr = index_dtype_for(A.nnz)
+    C = A.tocsc()                                   # counting-sort transpose: rows sorted per column
+    data, table = _encode(C.data, values)
+    params = {"index_dtype": idx.name, "values": values}
+    return CSC(A.shape, C.indptr.astype(ptr, copy=False), C.indices.astype(idx, copy=False), data, table, params)
+
+
+def estimate_nbytes(profile, index_dtype="int32", values="full") -> int:
+    _, n = profile.shape
+    vb, tb = value_bytes(profile, values)
+    ptr = index_dtype_for(profile.nnz).itemsize
+    return int(profile.nnz * (np.dtype(index_dtype).itemsize + vb) + (n + 1) * ptr + tb)
+
+
+def index_dtypes(profile):
+    top = max(max(profile.shape), 1) - 1
+    return [d for d in ("int16", "int32", "int64") if top <= np.iinfo(d).max]
+
+
+def configurations(profile) -> list[dict]:
+    return [{"index_dtype": d, "values": v} for d in index_dtypes(profile) for v in values_options(profile)]
+
+
+def space(trial, profile) -> dict:
+    return {"index_dtype": trial.suggest_categorical("csc_index_dtype", index_dtypes(profile)),
+            "values": trial.suggest_categorical("csc_values", values_options(profile))}
