@@ -33,6 +33,16 @@ SCATTER_FACTOR = {"scipy": 1.3, "csr": 1.5, "coo": 1.5, "csrc": 1.5, "ell": 1.4,
                   "bsr": 1.2, "dbh": 1.4}    # Aᴴx through a scatter instead of a gather
 
 
+def slot_ns(fmt: str, params: dict) -> float:
+    """Per-slot cost: blocked layouts amortise index work over the block."""
+    base = SLOT_NS.get(fmt, 1.0)
+    if fmt == "bsr":
+        return max(SLOT_NS["csr"] / (params["r"] * params["c"]) ** 0.5, base * 0.5)
+    if fmt == "sell":
+        return base * (8 / params["C"]) ** 0.25
+    return base
+
+
 def stored_slots(profile, fmt: str, params: dict) -> float:
     """Entries plus padding the layout stores (what its inner loops touch)."""
     nnz = max(profile.nnz, 1)
@@ -61,12 +71,12 @@ def predict(profile, fmt: str, params: dict, op: str, k: int = 1, *, of: str = "
     vec_bytes = (n_in + 2 * n_out) * itemsize * k
     if n_in * itemsize * k > CACHE_BYTES:
         # gathers from a vector that does not fit in cache fetch lines per entry
-        vec_bytes += profile.nnz * 64 * min(1.0, 3 * profile.col_scatter) * (1 if k == 1 else 0.5)
+        vec_bytes += profile.nnz * 64 * min(1.0, 3 * profile.diag_distance) * (1 if k == 1 else 0.5)
     total = layout_bytes + vec_bytes
     bandwidth = BW_MEMORY if total > CACHE_BYTES else BW_CACHE
     work = stored_slots(profile, fmt, params) * k
     threads = num_threads() if work >= PARALLEL_MIN_WORK else 1
-    compute = work * SLOT_NS.get(fmt, 1.0) * 1e-9 / threads
+    compute = work * slot_ns(fmt, params) * 1e-9 / threads
     t = max(total / bandwidth, compute)
     if adjoint and fmt not in ("csc", "dia", "dense") and of == "A":
         t *= SCATTER_FACTOR.get(fmt, 1.5)

@@ -157,7 +157,7 @@ class Search:
         self.prof = prof
         self.workload = workload
         self.effort = effort
-        self.settings = EFFORT_SETTINGS[effort]
+        self.settings = EFFORT_SETTINGS.get(effort, EFFORT_SETTINGS["measure"])   # estimate: nothing timed
         self.time_limit = time_limit
         self.memory_limit = memory_limit
         self.seed = seed
@@ -440,15 +440,19 @@ class Search:
         return ""
 
     def _model_bias(self) -> float:
-        """Median measured/predicted workload cost of the measured candidates (>= 1 optimistic-proof)."""
+        """How far the model is off: median measured/predicted cost once three
+        candidates are measured, clamped so one noisy outlier cannot end the search."""
         ratios = []
+        base_times = self.candidates[Layout(BASELINE)].times
         for lay, (p, pred) in self.predicted.items():
             c = self.candidates.get(lay)
             if c is not None and c.ok and p > 0:
-                times = dict(self.candidates[Layout(BASELINE)].times)
+                times = dict(base_times)
                 times.update(c.times)
                 ratios.append(self.workload_cost(times, c.build_s) / p)
-        return float(np.median(ratios)) if ratios else 1.0
+        if len(ratios) < 3:
+            return 1.0
+        return float(np.clip(np.median(ratios), 0.75, 1.5))
 
     def _study(self, ranked):
         import optuna

@@ -40,6 +40,19 @@ def corpus_params(max_nnz: int | None = None, limit: int | None = None):
     return [pytest.param(e, id=e["name"]) for e in entries]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_plan_store(tmp_path_factory):
+    """Every tune() in the suite (and its subprocesses) uses a throwaway plan store,
+    never the user's ~/.cache/autosparse."""
+    old = os.environ.get("AUTOSPARSE_STORE")
+    os.environ["AUTOSPARSE_STORE"] = str(tmp_path_factory.mktemp("plan-store") / "plans.sqlite")
+    yield
+    if old is None:
+        os.environ.pop("AUTOSPARSE_STORE", None)
+    else:
+        os.environ["AUTOSPARSE_STORE"] = old
+
+
 _cache: dict = {}
 
 
