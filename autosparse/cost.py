@@ -59,13 +59,16 @@ def stored_slots(profile, fmt: str, params: dict) -> float:
     return float(nnz)
 
 
-def predict(profile, fmt: str, params: dict, op: str, k: int = 1, *, of: str = "A") -> float:
-    """Predicted seconds of one ``op`` (with k columns) on the layout."""
+def predict(profile, fmt: str, params: dict, op: str, k: int = 1, *, of: str = "A", layout_bytes=None) -> float:
+    """Predicted seconds of one ``op`` (with k columns) on the layout.
+
+    ``layout_bytes`` (the format's ``estimate_nbytes``) saves recomputing it."""
     m, n = profile.shape
     if of == "AH":
         m, n = n, m
     itemsize = np.dtype(profile.dtype).itemsize
-    layout_bytes = formats.get(fmt).estimate_nbytes(profile, **params)
+    if layout_bytes is None:
+        layout_bytes = formats.get(fmt).estimate_nbytes(profile, **params)
     adjoint = op in ("rmatvec", "rmatmat")
     n_in, n_out = (m, n) if adjoint else (n, m)
     vec_bytes = (n_in + 2 * n_out) * itemsize * k
@@ -85,14 +88,15 @@ def predict(profile, fmt: str, params: dict, op: str, k: int = 1, *, of: str = "
     return t + (LAUNCH_PARALLEL if threads > 1 else LAUNCH_SERIAL)
 
 
-def predict_build(profile, fmt: str, params: dict, *, of: str = "A") -> float:
+def predict_build(profile, fmt: str, params: dict, *, of: str = "A", layout_bytes=None) -> float:
     """Predicted seconds to convert the canonical CSR into the layout."""
     if fmt == "scipy":
         return 0.0
     if fmt == "csr" and params.get("index_dtype") in (None, "int32") and params.get("values", "full") == "full" \
             and of == "A":
         return 0.0                      # shares the input's arrays
-    layout_bytes = formats.get(fmt).estimate_nbytes(profile, **params)
+    if layout_bytes is None:
+        layout_bytes = formats.get(fmt).estimate_nbytes(profile, **params)
     # conversions read the CSR (~12 B/nnz) and write the layout, a few passes each
     passes = 3.0 if of == "A" else 5.0
     return passes * (profile.nnz * 12 + layout_bytes) / BW_MEMORY + 20e-6

@@ -307,9 +307,9 @@ class Search:
                     lay = Layout(name, params, side)
                     try:
                         est = int(mod.estimate_nbytes(prof, **params))
-                        pred = {(op, k): cost.predict(prof, name, params, _side_op(op, side), k, of="A")
+                        pred = {(op, k): cost.predict(prof, name, params, _side_op(op, side), k, layout_bytes=est)
                                 for op, k, _ in self.ops_for(side)}
-                        build = cost.predict_build(prof, name, params, of=side)
+                        build = cost.predict_build(prof, name, params, of=side, layout_bytes=est)
                     except Exception as exc:
                         log.warning("format %s%s: estimate failed: %s", name, params, exc)
                         continue
