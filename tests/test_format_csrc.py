@@ -74,8 +74,8 @@ def test_bitwise_equal_with_remainder(width, m):
 
 
 def test_stencil_has_no_remainder_with_int16():
-    import pyamg
-    A = sp.csr_array(pyamg.gallery.poisson((30, 30, 30), format="csr"))
+    from autosparse.io import example
+    A = example("poisson3d", 30)
     F = Z.from_csr(A, offset_dtype="int16", values="table")
     assert F.rcol.size == 0 and F.rrow.size == 1            # just the sentinel
     assert F.offsets.dtype == np.uint16 and F.data.dtype == np.uint8

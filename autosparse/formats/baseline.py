@@ -40,8 +40,7 @@ class Baseline(Format):
         if op in (MATVEC, MATMAT):
             y = A @ x
         elif conj and self._complex:
-            y = A.T @ x.conj()
-            np.conjugate(y, out=y)
+            y = np.conjugate(A.T @ x.conj())      # SciPy may hand back a non-ndarray here
         else:
             y = A.T @ x
         out[...] = y
