@@ -23,8 +23,11 @@ from .kernels._runtime import PARALLEL_MIN_WORK, num_threads
 BW_MEMORY = 20e9          # bytes/s, all cores, streaming from DRAM
 BW_CACHE = 80e9           # bytes/s when the working set fits the last-level cache
 CACHE_BYTES = 24 << 20    # working sets above this stream from memory
+L2_BYTES = 1 << 20        # an input vector above this is gathered from the shared cache or memory
+GATHER_NS = 4.0           # ns per scattered access that misses L2 (latency not hidden), single thread
 LAUNCH_SERIAL = 1.5e-6    # s per call: Python wrapper + kernel entry
 LAUNCH_PARALLEL = 8e-6    # s per call: + thread team start
+SERIAL_BW_SHARE = 0.6     # share of the all-core bandwidth one thread reaches (SciPy's kernels are serial)
 
 # ns per stored slot (entry or padding) and one vector column, single thread
 SLOT_NS = {"scipy": 1.3, "csr": 0.9, "csc": 0.9, "coo": 1.2, "csrc": 0.9, "bsr": 0.45, "ell": 0.6,
@@ -78,8 +81,14 @@ def predict(profile, fmt: str, params: dict, op: str, k: int = 1, *, of: str = "
     total = layout_bytes + vec_bytes
     bandwidth = BW_MEMORY if total > CACHE_BYTES else BW_CACHE
     work = stored_slots(profile, fmt, params) * k
-    threads = num_threads() if work >= PARALLEL_MIN_WORK else 1
-    compute = work * slot_ns(fmt, params) * 1e-9 / threads
+    threads = num_threads() if work >= PARALLEL_MIN_WORK and fmt != "scipy" else 1
+    if threads == 1 and num_threads() > 1:
+        bandwidth *= SERIAL_BW_SHARE
+    gather_ns = 0.0
+    if n_in * itemsize * k > L2_BYTES:
+        # scattered reads of x miss the private cache: latency-bound, so threads help
+        gather_ns = GATHER_NS * min(1.0, 3 * profile.diag_distance)
+    compute = (work * slot_ns(fmt, params) + profile.nnz * gather_ns) * 1e-9 / threads
     t = max(total / bandwidth, compute)
     if adjoint and fmt not in ("csc", "dia", "dense") and of == "A":
         t *= SCATTER_FACTOR.get(fmt, 1.5)

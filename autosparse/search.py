@@ -405,6 +405,14 @@ class Search:
                 continue
             ranked.append((predicted, lay, pred))
         ranked.sort(key=lambda r: (r[0], r[1].key))
+        # The model ranks variants of one format close together (they share its
+        # errors), so the best of each format and side goes first, then the rest.
+        leaders, rest, seen = [], [], set()
+        for r in ranked:
+            family = (r[1].format, r[1].of)
+            (rest if family in seen else leaders).append(r)
+            seen.add(family)
+        ranked = leaders + rest
         if dropped:
             self.notes.append(f"{dropped} layouts predicted slower than {PRUNE_FACTOR}x the baseline were not measured")
         if over_memory:
