@@ -8,17 +8,19 @@ format to learn about it.
 
 What is exact and what is sampled
 ---------------------------------
-Exact, from one numba pass over indices and values (``kernels.profile.scan``:
-per entry only a column-count increment, a diagonal mark and a hash step;
-chunks of rows on the thread team for big matrices) and one pass over the
-row lengths (``row_pass``): shape, counts, row and column length statistics,
+Exact, from one numba pass over indptr and indices only
+(``kernels.profile.exact_chunk``: per entry a diagonal-bitmap mark, a hash
+step and, for sampled columns, a count; chunks of rows on the thread team
+above PARALLEL_MIN_NNZ): shape, counts, row length statistics and
 ``row_length_counts``, bandwidths, occupied diagonals and DIA fill, ELL fill,
-SELL-C-sigma fill for the whole grid, non-finite values, explicit zeros and
-the pattern digest.
+SELL-C-sigma fill for the whole grid, and the pattern digest.  Column counts
+are exact for n <= 2 COL_SAMPLE, else the length statistics come from about
+COL_SAMPLE columns spread over the range (count and mean stay exact).
 
 Sampled: block fill for every r x c (r, c in 1..8) and the dense tiles
-(OSKI's method), and, from the same sampled rows, ``narrow_fraction``,
-``col_scatter`` and ``diag_distance``; distinct values from every k-th value.
+(OSKI's method), and, from the same sampled windows of rows,
+``narrow_fraction``, ``col_scatter``, ``diag_distance`` and the values:
+distinct values, non-finite values and explicit zeros.
 
 Block sampling.  Block rows of height r are counted inside windows of H
 rows: H = 16 serves r = 1, 2, 4, 8 and the 16x16 tiles, H = 6 serves 3 and 6,
@@ -74,7 +76,8 @@ col_scatter : mean |j_k+1 - j_k| between consecutive entries of a row,
     sum of (length - 1)).  0: contiguous rows; ~1/(L+1) for rows of L
     uniformly random columns (for a measure that is ~1/3 on random columns
     whatever the row length, see ``diag_distance``).
-has_nonfinite : any NaN/Inf value (exact).
+has_nonfinite : any NaN/Inf among the sampled values (a hint for size
+    estimates only: kernels never rely on it).
 memory : {format key: estimated bytes} for every format configuration; keys
     as ``config_key`` makes them, e.g. "bsr(c=3,index_dtype=int32,r=2)".
     Computed last, from the other fields, by each format module's
@@ -82,7 +85,7 @@ memory : {format key: estimated bytes} for every format configuration; keys
 
 Further fields (not used by the formats' estimates so far):
 
-n_explicit_zeros : stored entries equal to zero (exact).  All statistics
+n_explicit_zeros : stored entries equal to zero, estimated from the sampled values.  All statistics
     above count stored entries, explicit zeros included; padded formats keep
     the explicit zeros aside.
 diag_distance : mean |j - floor(i n / m)| / n over the entries, sampled: how

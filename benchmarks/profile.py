@@ -43,7 +43,7 @@ os.environ.setdefault("KMP_BLOCKTIME", "0")          # idle MKL threads must not
 import importlib                                      # noqa: E402
 
 P = importlib.import_module("autosparse.profile")    # the module (autosparse.profile is also the function)
-from autosparse._checks import as_csr                 # noqa: E402
+from autosparse._checks import as_csr, unsigned       # noqa: E402
 from autosparse.io import example, powerlaw, read_matrix  # noqa: E402
 from autosparse.timing import interleaved             # noqa: E402
 
@@ -131,11 +131,11 @@ def phases(A):
     A = as_csr(A)
     m, n = A.shape
     nnz = A.nnz
+    sample = P._blocks(A.indptr, A.indices, n, nnz, 0.02, 0)[2]
     steps = {
-        "exact_pass": lambda: P._scan(A.indptr, A.indices, A.data, n),
-        "row_pass": lambda: P._row_pass(A.indptr, nnz),
-        "blocks": lambda: P._blocks(A.indptr, A.indices, m, nnz, 0.02, 0),
-        "distinct": lambda: P._distinct(A.data, 0.02),
+        "exact_pass": lambda: P._exact(A.indptr, A.indices, m, n, nnz, 0),
+        "blocks": lambda: P._blocks(A.indptr, A.indices, n, nnz, 0.02, 0),
+        "values": lambda: P._values(unsigned(A.indptr), A.data, sample) if nnz else None,
     }
     prof = P.profile(A)
     steps["memory"] = lambda: P._memory(prof)
