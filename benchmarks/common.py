@@ -582,3 +582,46 @@ def geomean(values) -> float:
 def rng_vector(n, k=None, seed=0):
     rng = np.random.default_rng(seed)
     return rng.standard_normal((n,) if k is None else (n, k))
+
+
+# -- outputs shared by the newer benchmarks (tune.py) ----------------------------
+
+def write_rows_csv(path, rows, fields) -> None:
+    """Rows (dicts) as a CSV with columns ``fields``; None is an empty cell,
+    floats get 6 significant digits, unknown keys are ignored."""
+    def fmt(v):
+        if v is None:
+            return ""
+        if isinstance(v, float):
+            return f"{v:.6g}"
+        return v
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: fmt(r.get(k)) for k in fields})
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
+    import platform
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def pyplot():
+    """``matplotlib.pyplot`` on the Agg backend, or None (message printed)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("[figure] matplotlib missing: no figure (pip install autosparse[bench])")
+        return None
+    return plt

@@ -9,6 +9,7 @@ a summary.  Skipped when the bench extras (matplotlib) are missing.
 from __future__ import annotations
 
 import csv
+import math
 import os
 import subprocess
 import sys
@@ -59,3 +60,53 @@ def test_kernels_quick(tmp_path):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     summary = (tmp_path / "summary.md").read_text()
     assert "Per-call overhead" in summary and "csr" in summary
+
+
+TUNE_SCRIPT = ROOT / "benchmarks" / "tune.py"
+
+
+def test_tune_quick(tmp_path):
+    """benchmarks/tune.py on one small corpus matrix: every measurement present and sane.
+
+    The oracle is effort="estimate" (an exhaustive search would compile every
+    kernel on a cold cache); the start-up subprocesses are skipped.
+    """
+    name = "gr_30_30"
+    if not _corpus_has(name):
+        pytest.skip("matrix corpus absent")
+    cmd = [sys.executable, str(TUNE_SCRIPT), "--matrices", name, "--no-startup", "--oracle-effort", "estimate",
+           "--out", str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"[1/1] {name} " in proc.stderr          # one progress line per matrix, on stderr
+
+    with open(tmp_path / "tune.csv", newline="") as fh:
+        rows = {r["measurement"]: r for r in csv.DictReader(fh) if r["matrix"] == name}
+    assert set(rows) == {"tune", "matvec", "oracle", "one_call", "rmatvec_heavy"}, rows
+    assert all(r["status"] == "ok" for r in rows.values()), rows
+
+    tune = rows["tune"]
+    assert tune["plan"] and tune["workload"] == "matvec=1000" and tune["effort"] == "measure"
+    assert 0 < float(tune["tuning_seconds"]) < 60 and float(tune["tuning_scipy_matvecs"]) > 0
+    mv = rows["matvec"]
+    assert mv["plan"] == tune["plan"] and float(mv["error_ratio"]) <= 1.0
+    assert 0 < float(mv["seconds"]) < 0.01 and 0 < float(mv["scipy_seconds"]) < 0.01
+    assert abs(float(mv["speedup_scipy"]) - float(mv["scipy_seconds"]) / float(mv["seconds"])) < 1e-3 * float(
+        mv["speedup_scipy"])
+    for peer in ("mkl", "graphblas"):
+        if mv[f"{peer}_seconds"]:
+            assert float(mv[f"speedup_{peer}"]) > 0
+    orc = rows["oracle"]
+    assert orc["oracle_plan"] and math.isfinite(float(orc["regret"])) and float(orc["regret"]) > -1
+    if orc["oracle_plan"] != orc["plan"]:
+        cost = float(orc["tuned_cost"]) / float(orc["oracle_cost"]) - 1
+        assert abs(cost - float(orc["regret"])) < 1e-4
+    one = rows["one_call"]
+    assert one["plan"] == "scipy()" and float(one["ratio"]) > 0.5     # one call never pays for tuning
+    rh = rows["rmatvec_heavy"]
+    assert rh["op"] == "rmatvec" and float(rh["error_ratio"]) <= 1.0 and float(rh["speedup_scipy"]) > 0
+
+    png = (tmp_path / "tune.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    md = (tmp_path / "tune.md").read_text()
+    assert name in md and "## Targets" in md and "regret" in md and "one call" in md
