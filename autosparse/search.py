@@ -47,11 +47,13 @@ log = logging.getLogger("autosparse")
 EFFORTS = ("estimate", "measure", "patient", "exhaustive", "cache_only")
 
 # Per effort: search budget in baseline-workload-free units (multiples of the
-# baseline's time for one pass over the workload's operations), a floor in
+# baseline's time for one pass over the workload's operations; "measure"
+# leaves room under 100 for the profile, the trial that crosses the budget
+# and the final interleaved re-timing), a floor in
 # seconds for small matrices, how many model-ranked candidates to enqueue,
 # extra TPE trials after them, and timing samples per measurement.
 EFFORT_SETTINGS = {
-    "measure": dict(budget_calls=80, floor=0.3, enqueue=6, tpe=0, samples=5),
+    "measure": dict(budget_calls=55, floor=0.3, enqueue=6, tpe=0, samples=5),
     "patient": dict(budget_calls=1500, floor=3.0, enqueue=20, tpe=20, samples=9),
     "exhaustive": dict(budget_calls=math.inf, floor=math.inf, enqueue=None, tpe=0, samples=9),
 }
