@@ -52,6 +52,8 @@ class Format:
         self.nnz = int(nnz)                     # entries of A (not padding)
         self.params = dict(params)
         self._bound = {}
+        self._fast = {}                         # (op, conj, dtype) -> bound vector kernel
+        self._in_shape = {MATVEC: (self.shape[1],), RMATVEC: (self.shape[0],)}
         self._exact = None
 
     # -- what subclasses provide ------------------------------------------
@@ -80,14 +82,38 @@ class Format:
 
     def matvec(self, x, out=None):
         """A @ x for a 1-D ``x``; writes into ``out`` when given."""
+        fn = self._fast.get((MATVEC, False, x.dtype)) if type(x) is np.ndarray else None
+        if fn is not None and x.shape == self._in_shape[MATVEC] and x.flags.c_contiguous:
+            y = self._fast_vector(fn, MATVEC, x, out, False)
+            if y is not None:
+                return y
         x, out = self._operands(x, out, self.shape[1], self.shape[0], 1)
         self._run(MATVEC, x, out, False)
         return out
 
     def rmatvec(self, x, out=None, *, conj=True):
         """Aᴴ @ x (``conj=False``: Aᵀ @ x) for a 1-D ``x``."""
+        fn = self._fast.get((RMATVEC, conj, x.dtype)) if type(x) is np.ndarray else None
+        if fn is not None and x.shape == self._in_shape[RMATVEC] and x.flags.c_contiguous:
+            y = self._fast_vector(fn, RMATVEC, x, out, conj)
+            if y is not None:
+                return y
         x, out = self._operands(x, out, self.shape[0], self.shape[1], 1)
         self._run(RMATVEC, x, out, conj)
+        return out
+
+    def _fast_vector(self, fn, op, x, out, conj):
+        """The hot path of a vector product whose kernel is bound for x's dtype
+        (no cast needed): a few checks, then the kernel.  None: take the full path."""
+        n_out = self.shape[0] if op == MATVEC else self.shape[1]
+        if out is None:
+            out = np.empty(n_out, x.dtype)
+        elif not (type(out) is np.ndarray and out.dtype == x.dtype and out.shape == (n_out,)
+                  and out.flags.c_contiguous and out.flags.writeable) \
+                or out is x or ((out.base is not None or x.base is not None) and np.may_share_memory(out, x)):
+            return None                          # the full path explains what is wrong
+        if fn(x, out) and self.padded and not _all_finite(x):
+            self._exact_product(op, x, out, conj)
         return out
 
     def matmat(self, X, out=None):
@@ -152,6 +178,8 @@ class Format:
         if fn is None:
             fn = self._bind(op, parallel, conj, x, out)
             self._bound[key] = fn
+            if op in (MATVEC, RMATVEC) and x.dtype == out.dtype:
+                self._fast[(op, conj, x.dtype)] = fn
         nan_results = fn(x, out)
         if nan_results and self.padded and not _all_finite(x):
             self._exact_product(op, x, out, conj)
