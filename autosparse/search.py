@@ -53,7 +53,7 @@ EFFORTS = ("estimate", "measure", "patient", "exhaustive", "cache_only")
 # seconds for small matrices, how many model-ranked candidates to enqueue,
 # extra TPE trials after them, and timing samples per measurement.
 EFFORT_SETTINGS = {
-    "measure": dict(budget_calls=55, floor=0.3, enqueue=6, tpe=0, samples=5),
+    "measure": dict(budget_calls=55, floor=0.3, enqueue=10, tpe=0, samples=5),
     "patient": dict(budget_calls=1500, floor=3.0, enqueue=20, tpe=20, samples=9),
     "exhaustive": dict(budget_calls=math.inf, floor=math.inf, enqueue=None, tpe=0, samples=9),
 }
@@ -425,7 +425,10 @@ class Search:
         # errors), so the best of each format and side goes first, then the rest.
         leaders, rest, seen = [], [], set()
         for r in ranked:
-            family = (r[1].format, r[1].of)
+            # SELL's sigma trades padding (which the model sees) against the
+            # locality of x lost by sorting rows (which it does not): each
+            # sigma is its own family
+            family = (r[1].format, r[1].of, r[1].params.get("sigma"))
             (rest if family in seen else leaders).append(r)
             seen.add(family)
         ranked = leaders + rest
