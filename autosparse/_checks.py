@@ -103,18 +103,17 @@ def as_csr(A, *, what="matrix") -> sp.csr_array:
     if A.ndim != 2:
         raise ValueError(f"{what} must be two-dimensional, got {A.ndim} dimensions with shape {A.shape}")
     dt = value_dtype(A.dtype)
-    if A.format == "csr":
-        csr = A
-    else:
-        csr = A.tocsr()
+    # Cast before anything sums duplicates: bool duplicates then add as numbers, as SciPy's
+    # products compute them (True + True is 2), and integer ones cannot overflow a narrow type.
+    src = A.astype(dt) if A.dtype != dt else A
+    csr = src if src.format == "csr" else src.tocsr()
     if not isinstance(csr, sp.csr_array):
         csr = sp.csr_array(csr, copy=False)
-    owned = csr is not A and csr.data is not getattr(A, "data", None)
-    if csr.dtype != dt:
-        csr = sp.csr_array((csr.data.astype(dt), csr.indices, csr.indptr), shape=csr.shape, copy=False)
-        owned = True
     if not csr.has_canonical_format:
-        if not owned:
+        # never sort or sum the caller's arrays in place
+        shared = any(np.may_share_memory(getattr(csr, name), getattr(A, name))
+                     for name in ("data", "indices", "indptr") if isinstance(getattr(A, name, None), np.ndarray))
+        if shared:
             csr = csr.copy()
         csr.sum_duplicates()          # sorts indices and sums duplicates, keeps explicit zeros
     idx = index_dtype_for(max(csr.shape[1], csr.nnz))

@@ -596,11 +596,10 @@ class Search:
             i = plan.serves[op]
             c = cands[i]
             F = c._format
-            if F is None:                        # dropped to save memory: rebuild
-                self.candidates.pop(c.layout)
-                c = self.evaluate(c.layout, c.source)
-                cands[i] = c
-                F = c._format
+            if F is None:                        # released to save memory: rebuild it in place
+                lay = c.layout
+                src = self.A if lay.of == "A" else self.AH
+                F = c._format = formats.get(lay.format).from_csr(src, **lay.params)
             fns[("plan", op, k)] = self._call(F, op, k, c.layout.of)[0]
             fns[("base", op, k)] = self._call(self.baseline_format, op, k, "A")[0]
         t = timing.interleaved(fns, rounds=3, budget=self._measure_budget() / 2, max_samples=self.settings["samples"])

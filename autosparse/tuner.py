@@ -54,6 +54,8 @@ def tune(A, workload=None, *, effort="measure", time_limit=None, memory_limit=No
     memory_limit = _positive(memory_limit, "memory_limit", numbers.Integral)
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise TypeError(f"seed must be an integer, got {type(seed).__name__}")
+    if not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be in [0, 2**32 - 1], got {seed}")
     workload = Workload.coerce(workload)
     base = formats.get(BASELINE).from_csr(A)          # validates A; copies nothing
     if memory_limit is not None and memory_limit < base.nbytes:

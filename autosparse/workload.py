@@ -84,9 +84,21 @@ class Workload:
         unknown = set(d) - {"matvec", "rmatvec", "matmat"}
         if unknown:
             raise ValueError(f"unknown workload key(s) {sorted(unknown)}; accepted: matvec, rmatvec, matmat")
-        mm = d.get("matmat") or {}
-        return cls(matvec=d.get("matvec", 0), rmatvec=d.get("rmatvec", 0),
-                   matmat={int(k): v for k, v in dict(mm).items()})
+        mm = d.get("matmat")
+        if mm is None:
+            mm = {}
+        if not hasattr(mm, "items"):
+            raise TypeError(f"matmat must be a mapping {{k: calls}}, got {type(mm).__name__}")
+        matmat = {}
+        for k, v in mm.items():
+            if isinstance(k, str):            # JSON keys: "16"
+                if not re.fullmatch(r"\s*\d+\s*", k):
+                    raise ValueError(f"matmat column count k must be a positive integer, got {k!r}")
+                k = int(k)
+            if k in matmat:
+                raise ValueError(f"matmat column count {k} is given twice")
+            matmat[k] = v                     # Workload checks types and ranges
+        return cls(matvec=d.get("matvec", 0), rmatvec=d.get("rmatvec", 0), matmat=matmat)
 
     # -- views ---------------------------------------------------------------
     def to_dict(self) -> dict:
