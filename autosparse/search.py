@@ -53,7 +53,7 @@ EFFORTS = ("estimate", "measure", "patient", "exhaustive", "cache_only")
 # seconds for small matrices, how many model-ranked candidates to enqueue,
 # extra TPE trials after them, and timing samples per measurement.
 EFFORT_SETTINGS = {
-    "measure": dict(budget_calls=45, floor=0.3, enqueue=10, tpe=0, samples=5),
+    "measure": dict(budget_calls=40, floor=0.3, enqueue=10, tpe=0, samples=5),
     "patient": dict(budget_calls=1500, floor=3.0, enqueue=20, tpe=20, samples=9),
     "exhaustive": dict(budget_calls=math.inf, floor=math.inf, enqueue=None, tpe=0, samples=9),
 }
