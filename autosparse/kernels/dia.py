@@ -50,13 +50,18 @@ Kernels return the number of NaN results (padding multiplies ``x`` too, see
 import types as _pytypes
 
 import numpy as np
-from numba import prange, types
+from numba import njit, prange, types
 from numba.extending import overload
 
 from ._runtime import FASTMATH, jit, pjit
 from ._values import value
 
 U = np.uint64
+
+# Block helpers are inlined into their callers (numba IR inlining): one source
+# serves the generic kernels and the edge blocks of the literal ones, and no
+# call passing arrays (a refcount pair each) sits in the block loop
+inl = njit(cache=True, nogil=True, fastmath=FASTMATH, inline="always")
 SMALL_TABLE = 4          # tables up to this size are passed as a tuple and decoded by compares
 
 
@@ -104,41 +109,22 @@ def _dcval_impl(data, table, k, i, conj):
 # -- A x -------------------------------------------------------------------------
 
 def _matvec(offsets, data, table, n, B, x, out):
-    nd, m = data.shape
+    m = data.shape[1]
     nb = (m + B - 1) // B
     nan = 0
     for b in prange(nb):
         i0 = b * B
-        i1 = min(i0 + B, m)
-        i = U(i0)
-        while i < U(i1):
-            out[i] = 0
-            i += U(1)
-        k = U(0)
-        while k < U(nd):
-            o = np.int64(offsets[k])
-            uo = U(o)
-            i = U(max(i0, -o))
-            hi = U(max(min(i1, n - o), 0))
-            while i < hi:
-                out[i] += dval(data, table, k, i) * x[i + uo]
-                i += U(1)
-            k += U(1)
-        c = 0
-        i = U(i0)
-        while i < U(i1):
-            c += out[i] != out[i]
-            i += U(1)
-        nan += c
+        nan += _mv_rows(offsets, data, table, n, i0, min(i0 + B, m), x, out)
     return nan
 
 
 matvec, matvec_par = _pair(_matvec)
 
 
-@jit
-def _mv_edge(offsets, data, table, n, i0, i1, x, out):
-    """Rows ``i0:i1`` diagonal by diagonal: the edge blocks of ``matvec_lit_par``.
+@inl
+def _mv_rows(offsets, data, table, n, i0, i1, x, out):
+    """Rows ``i0:i1`` diagonal by diagonal: each block of ``matvec``, and the
+    edge blocks of ``matvec_lit_par``.
 
     A separate (serial) function, so the literal kernels stay small: it is
     compiled once per dtype, not once per diagonal count."""
@@ -157,12 +143,7 @@ def _mv_edge(offsets, data, table, n, i0, i1, x, out):
             out[i] += dval(data, table, k, i) * x[i + uo]
             i += U(1)
         k += U(1)
-    c = 0
-    i = U(i0)
-    while i < U(i1):
-        c += out[i] != out[i]
-        i += U(1)
-    return c
+    return _count_vec(out, i0, i1)
 
 
 @pjit
@@ -184,77 +165,47 @@ def matvec_lit_par(offsets, data, table, n, ND, B, x, out):
                     s += dval(data, table, k, i) * x[i + U(np.int64(offsets[k]))]
                 out[i] = s
                 i += U(1)
-            c = 0
-            i = U(i0)
-            while i < U(i1):
-                c += out[i] != out[i]
-                i += U(1)
-            nan += c
+            nan += _count_vec(out, i0, i1)
         else:
-            nan += _mv_edge(offsets, data, table, n, i0, i1, x, out)
+            nan += _mv_rows(offsets, data, table, n, i0, i1, x, out)
     return nan
 
 
 # -- A^T x / A^H x: DIA with negated offsets ---------------------------------------
 
 def _rmatvec(offsets, data, table, B, conj, x, out):
-    nd, m = data.shape
     n = out.size
     nb = (n + B - 1) // B
     nan = 0
     for b in prange(nb):
         j0 = b * B
-        j1 = min(j0 + B, n)
-        j = U(j0)
-        while j < U(j1):
-            out[j] = 0
-            j += U(1)
-        k = U(nd)
-        while k > U(0):                                  # rows i = j - o ascending, as SciPy sums
-            k -= U(1)
-            o = np.int64(offsets[k])
-            mo = U(-o)                                   # j - o, wrapping
-            j = U(max(j0, o))
-            hi = U(max(min(j1, m + o), 0))
-            while j < hi:
-                out[j] += dcval(data, table, k, j + mo, conj) * x[j + mo]
-                j += U(1)
-        c = 0
-        j = U(j0)
-        while j < U(j1):
-            c += out[j] != out[j]
-            j += U(1)
-        nan += c
+        nan += _rmv_rows(offsets, data, table, j0, min(j0 + B, n), conj, x, out)
     return nan
 
 
 rmatvec, rmatvec_par = _pair(_rmatvec)
 
 
-@jit
-def _rmv_edge(offsets, data, table, j0, j1, conj, x, out):
-    """Columns ``j0:j1`` diagonal by diagonal: the edge blocks of ``rmatvec_lit_par``."""
+@inl
+def _rmv_rows(offsets, data, table, j0, j1, conj, x, out):
+    """Columns ``j0:j1`` diagonal by diagonal: each block of ``rmatvec``, and the edge blocks of
+    ``rmatvec_lit_par``."""
     nd, m = data.shape
     j = U(j0)
     while j < U(j1):
         out[j] = 0
         j += U(1)
     k = U(nd)
-    while k > U(0):
+    while k > U(0):                                  # rows i = j - o ascending, as SciPy sums
         k -= U(1)
         o = np.int64(offsets[k])
-        mo = U(-o)
+        mo = U(-o)                                   # j - o, wrapping
         j = U(max(j0, o))
         hi = U(max(min(j1, m + o), 0))
         while j < hi:
             out[j] += dcval(data, table, k, j + mo, conj) * x[j + mo]
             j += U(1)
-    c = 0
-    j = U(j0)
-    while j < U(j1):
-        c += out[j] != out[j]
-        j += U(1)
-    return c
+    return _count_vec(out, j0, j1)
 
 
 @pjit
@@ -279,67 +230,30 @@ def rmatvec_lit_par(offsets, data, table, ND, B, conj, x, out):
                     s += dcval(data, table, k, r, conj) * x[r]
                 out[j] = s
                 j += U(1)
-            c = 0
-            j = U(j0)
-            while j < U(j1):
-                c += out[j] != out[j]
-                j += U(1)
-            nan += c
+            nan += _count_vec(out, j0, j1)
         else:
-            nan += _rmv_edge(offsets, data, table, j0, j1, conj, x, out)
+            nan += _rmv_rows(offsets, data, table, j0, j1, conj, x, out)
     return nan
 
 
 # -- A X and A^H X ------------------------------------------------------------------
 
 def _matmat(offsets, data, table, n, B, X, out):
-    nd, m = data.shape
-    nk = U(X.shape[1])
+    m = data.shape[1]
     nb = (m + B - 1) // B
     nan = 0
     for b in prange(nb):
         i0 = b * B
-        i1 = min(i0 + B, m)
-        i = U(i0)
-        while i < U(i1):
-            c = U(0)
-            while c < nk:
-                out[i, c] = 0
-                c += U(1)
-            i += U(1)
-        k = U(0)
-        while k < U(nd):
-            o = np.int64(offsets[k])
-            uo = U(o)
-            i = U(max(i0, -o))
-            hi = U(max(min(i1, n - o), 0))
-            while i < hi:
-                v = dval(data, table, k, i)
-                r = i + uo
-                c = U(0)
-                while c < nk:
-                    out[i, c] += v * X[r, c]
-                    c += U(1)
-                i += U(1)
-            k += U(1)
-        cnt = 0
-        i = U(i0)
-        while i < U(i1):
-            c = U(0)
-            while c < nk:
-                cnt += out[i, c] != out[i, c]
-                c += U(1)
-            i += U(1)
-        nan += cnt
+        nan += _mm_rows(offsets, data, table, n, i0, min(i0 + B, m), X, out)
     return nan
 
 
 matmat, matmat_par = _pair(_matmat)
 
 
-@jit
-def _mm_edge(offsets, data, table, n, i0, i1, X, out):
-    """Rows ``i0:i1`` diagonal by diagonal: the edge blocks of ``matmat_lit_par``."""
+@inl
+def _mm_rows(offsets, data, table, n, i0, i1, X, out):
+    """Rows ``i0:i1`` diagonal by diagonal: each block of ``matmat``, and the edge blocks of ``matmat_lit_par``."""
     nd = data.shape[0]
     nk = U(X.shape[1])
     i = U(i0)
@@ -367,7 +281,18 @@ def _mm_edge(offsets, data, table, n, i0, i1, X, out):
     return _count_rows(out, i0, i1)
 
 
-@jit
+@inl
+def _count_vec(out, i0, i1):
+    """NaNs in ``out[i0:i1]``."""
+    c = 0
+    i = U(i0)
+    while i < U(i1):
+        c += out[i] != out[i]
+        i += U(1)
+    return c
+
+
+@inl
 def _count_rows(out, i0, i1):
     """NaNs in rows ``i0:i1`` of a 2-D ``out``."""
     nk = U(out.shape[1])
@@ -408,59 +333,27 @@ def matmat_lit_par(offsets, data, table, n, ND, B, X, out):
                 i += U(1)
             nan += _count_rows(out, i0, i1)
         else:
-            nan += _mm_edge(offsets, data, table, n, i0, i1, X, out)
+            nan += _mm_rows(offsets, data, table, n, i0, i1, X, out)
     return nan
 
 
 def _rmatmat(offsets, data, table, B, conj, X, out):
-    nd, m = data.shape
     n = out.shape[0]
-    nk = U(X.shape[1])
     nb = (n + B - 1) // B
     nan = 0
     for b in prange(nb):
         j0 = b * B
-        j1 = min(j0 + B, n)
-        j = U(j0)
-        while j < U(j1):
-            c = U(0)
-            while c < nk:
-                out[j, c] = 0
-                c += U(1)
-            j += U(1)
-        k = U(nd)
-        while k > U(0):
-            k -= U(1)
-            o = np.int64(offsets[k])
-            mo = U(-o)
-            j = U(max(j0, o))
-            hi = U(max(min(j1, m + o), 0))
-            while j < hi:
-                r = j + mo
-                v = dcval(data, table, k, r, conj)
-                c = U(0)
-                while c < nk:
-                    out[j, c] += v * X[r, c]
-                    c += U(1)
-                j += U(1)
-        cnt = 0
-        j = U(j0)
-        while j < U(j1):
-            c = U(0)
-            while c < nk:
-                cnt += out[j, c] != out[j, c]
-                c += U(1)
-            j += U(1)
-        nan += cnt
+        nan += _rmm_rows(offsets, data, table, j0, min(j0 + B, n), conj, X, out)
     return nan
 
 
 rmatmat, rmatmat_par = _pair(_rmatmat)
 
 
-@jit
-def _rmm_edge(offsets, data, table, j0, j1, conj, X, out):
-    """Rows ``j0:j1`` of ``out`` diagonal by diagonal: the edge blocks of ``rmatmat_lit_par``."""
+@inl
+def _rmm_rows(offsets, data, table, j0, j1, conj, X, out):
+    """Rows ``j0:j1`` of ``out`` diagonal by diagonal: each block of ``rmatmat``, and the edge
+    blocks of ``rmatmat_lit_par``."""
     nd, m = data.shape
     nk = U(X.shape[1])
     j = U(j0)
@@ -516,7 +409,7 @@ def rmatmat_lit_par(offsets, data, table, ND, B, conj, X, out):
                 j += U(1)
             nan += _count_rows(out, j0, j1)
         else:
-            nan += _rmm_edge(offsets, data, table, j0, j1, conj, X, out)
+            nan += _rmm_rows(offsets, data, table, j0, j1, conj, X, out)
     return nan
 
 
