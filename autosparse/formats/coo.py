@@ -23,7 +23,7 @@ from ..kernels import coo as K
 from ..kernels._runtime import balanced_bounds
 from ..kernels.compressed import scatter_plan
 from ._base import MATMAT, MATVEC, RMATVEC, Format
-from .csr import _encode, value_bytes, values_options
+from .csr import _encode, value_bytes, values_options, width_and_values_configurations, width_and_values_space
 
 NAME = "coo"
 
@@ -88,15 +88,14 @@ def estimate_nbytes(profile, index_dtype="int32", values="full") -> int:
     return int(profile.nnz * (2 * np.dtype(index_dtype).itemsize + vb) + tb)
 
 
-def index_dtypes(profile):
-    top = max(max(profile.shape), 1) - 1
-    return [d for d in ("int16", "int32", "int64") if top <= np.iinfo(d).max]
+def _index_span(profile) -> int:
+    """Index widths are offered for values up to the larger dimension."""
+    return max(max(profile.shape), 1)
 
 
 def configurations(profile) -> list[dict]:
-    return [{"index_dtype": d, "values": v} for d in index_dtypes(profile) for v in values_options(profile)]
+    return width_and_values_configurations(profile, _index_span(profile))
 
 
 def space(trial, profile) -> dict:
-    return {"index_dtype": trial.suggest_categorical("coo_index_dtype", index_dtypes(profile)),
-            "values": trial.suggest_categorical("coo_values", values_options(profile))}
+    return width_and_values_space(trial, profile, _index_span(profile), NAME)

@@ -23,7 +23,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._checks import as_csr, index_dtype_for
-from .csr import Compressed, _encode, value_bytes, values_options
+from .csr import (Compressed, _encode, value_bytes, values_options, width_and_values_configurations,
+                  width_and_values_space)
 
 NAME = "csc"
 
@@ -58,15 +59,14 @@ def estimate_nbytes(profile, index_dtype="int32", values="full") -> int:
     return int(profile.nnz * (np.dtype(index_dtype).itemsize + vb) + (n + 1) * ptr + tb)
 
 
-def index_dtypes(profile):
-    top = max(max(profile.shape), 1) - 1
-    return [d for d in ("int16", "int32", "int64") if top <= np.iinfo(d).max]
+def _index_span(profile) -> int:
+    """Index widths are offered for values up to the larger dimension."""
+    return max(max(profile.shape), 1)
 
 
 def configurations(profile) -> list[dict]:
-    return [{"index_dtype": d, "values": v} for d in index_dtypes(profile) for v in values_options(profile)]
+    return width_and_values_configurations(profile, _index_span(profile))
 
 
 def space(trial, profile) -> dict:
-    return {"index_dtype": trial.suggest_categorical("csc_index_dtype", index_dtypes(profile)),
-            "values": trial.suggest_categorical("csc_values", values_options(profile))}
+    return width_and_values_space(trial, profile, _index_span(profile), NAME)

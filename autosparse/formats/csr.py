@@ -133,10 +133,19 @@ def values_options(profile):
 
 def configurations(profile) -> list[dict]:
     """Every parameter setting that applies to a matrix with this profile."""
-    return [{"index_dtype": d, "values": v}
-            for d in index_dtypes(profile, profile.shape[1]) for v in values_options(profile)]
+    return width_and_values_configurations(profile, profile.shape[1])
 
 
 def space(trial, profile) -> dict:
-    return {"index_dtype": trial.suggest_categorical("csr_index_dtype", index_dtypes(profile, profile.shape[1])),
-            "values": trial.suggest_categorical("csr_values", values_options(profile))}
+    return width_and_values_space(trial, profile, profile.shape[1], NAME)
+
+
+# Shared by the formats whose parameters are an index width (indices below
+# ``span``) and the value layout: csr, csc, coo.
+def width_and_values_configurations(profile, span) -> list[dict]:
+    return [{"index_dtype": d, "values": v} for d in index_dtypes(profile, span) for v in values_options(profile)]
+
+
+def width_and_values_space(trial, profile, span, prefix) -> dict:
+    return {"index_dtype": trial.suggest_categorical(f"{prefix}_index_dtype", index_dtypes(profile, span)),
+            "values": trial.suggest_categorical(f"{prefix}_values", values_options(profile))}
