@@ -143,17 +143,23 @@ class Format:
         target[...] = tmp
         return target
 
-    def _operands(self, x, out, n_in, n_out, k):
+    def _operand(self, x, n_in, k):
+        """``x`` checked against the matrix, C-contiguous in the result dtype."""
         if type(x) is not np.ndarray:
             x = _as_array(x, "x")
-        two_d = x.ndim == 2
-        want = (n_in, k) if two_d else (n_in,)
+        want = (n_in, k) if x.ndim == 2 else (n_in,)
         if x.shape != want:
             raise ValueError(f"dimension mismatch: operand has shape {x.shape}, expected {want} "
                              f"for a {self.shape[0]}x{self.shape[1]} matrix")
         rdt = _promote(self.dtype, x.dtype)
         if x.dtype != rdt or not x.flags.c_contiguous:
             x = np.ascontiguousarray(x, dtype=rdt)
+        return x
+
+    def _operands(self, x, out, n_in, n_out, k):
+        x = self._operand(x, n_in, k)
+        two_d = x.ndim == 2
+        rdt = x.dtype
         oshape = (n_out, k) if two_d else (n_out,)
         if out is None:
             return x, np.empty(oshape, dtype=rdt)

@@ -57,30 +57,27 @@ class Baseline(Format):
     def matvec(self, x, out=None):
         if out is not None:
             return super().matvec(x, out)
-        x, _ = self._operands(x, None, self.shape[1], self.shape[0], 1)
-        return self._fresh(MATVEC, x, False)
+        return self._fresh(MATVEC, x, False, 1)
 
     def rmatvec(self, x, out=None, *, conj=True):
         if out is not None:
             return super().rmatvec(x, out, conj=conj)
-        x, _ = self._operands(x, None, self.shape[0], self.shape[1], 1)
-        return self._fresh(RMATVEC, x, conj)
+        return self._fresh(RMATVEC, x, conj, 1)
 
     def _matmat(self, op, X, out, n_in, n_out, conj):
         if out is not None or type(X) is not np.ndarray or X.ndim != 2:
             return super()._matmat(op, X, out, n_in, n_out, conj)
-        Xc, _ = self._operands(X, None, n_in, n_out, X.shape[1])
-        return self._fresh(op, Xc, conj)
+        return self._fresh(op, X, conj, X.shape[1])
 
-    def _fresh(self, op, x, conj):
+    def _fresh(self, op, x, conj, k):
+        forward = op in (MATVEC, MATMAT)
+        x = self._operand(x, self.shape[1] if forward else self.shape[0], k)
         y = self._product(op, x, conj)
-        n_out = self.shape[0] if op in (MATVEC, MATMAT) else self.shape[1]
-        shape = (n_out,) + x.shape[1:]
+        shape = (self.shape[0] if forward else self.shape[1],) + x.shape[1:]
         if y.shape != shape:                       # SciPy returns a scalar for a 1x1 COO product
             y = y.reshape(shape)
-        rdt = np.result_type(self.dtype, x.dtype)
-        if y.dtype != rdt or (y.ndim == 2 and not y.flags.c_contiguous):
-            y = np.ascontiguousarray(y, dtype=rdt)
+        if y.dtype != x.dtype or (y.ndim == 2 and not y.flags.c_contiguous):
+            y = np.ascontiguousarray(y, dtype=x.dtype)    # x is already in the result dtype
         return y
 
 
