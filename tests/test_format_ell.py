@@ -9,26 +9,9 @@ import scipy.sparse as sp
 from autosparse import verify
 from autosparse.formats import ell
 from autosparse.io import powerlaw
+from autosparse.profile import profile as profile_of
 
 from conftest import corpus_params, load, rng_vector
-
-try:
-    from autosparse.profile import profile as _real_profile
-except ImportError:            # the profiler is not there yet: an exact stand-in
-    _real_profile = None
-
-
-def profile_of(A):
-    if _real_profile is not None:
-        return _real_profile(A)
-    from types import SimpleNamespace
-    A = sp.csr_array(A)
-    lengths = np.diff(A.indptr)
-    u, c = np.unique(lengths, return_counts=True)
-    m = A.shape[0]
-    return SimpleNamespace(shape=A.shape, nnz=A.nnz, dtype=A.dtype.name, row_length_counts=tuple(zip(u, c)),
-                           ell_fill=A.nnz / (m * lengths.max()) if A.nnz else 1.0, sell_fill={},
-                           n_distinct_values=np.unique(A.data).size, distinct_capped=False, n_explicit_zeros=0)
 
 
 def uneven(m=300, n=200, seed=0, dtype=np.float64):

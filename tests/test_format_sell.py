@@ -9,13 +9,9 @@ import scipy.sparse as sp
 from autosparse import verify
 from autosparse.formats import sell
 from autosparse.formats._grids import SELL_C, SELL_SIGMA
+from autosparse.profile import profile as profile_of
 
 from conftest import corpus_params, load, rng_vector
-
-try:
-    from autosparse.profile import profile as _real_profile
-except ImportError:            # the profiler is not there yet: an exact stand-in
-    _real_profile = None
 
 
 def exact_sell_fill(A, C, sigma):
@@ -33,20 +29,6 @@ def exact_sell_fill(A, C, sigma):
     chunks[:m] = lengths
     slots = chunks.reshape(nch, C).max(axis=1).sum() * C
     return A.nnz / slots if slots else 1.0
-
-
-def profile_of(A):
-    if _real_profile is not None:
-        return _real_profile(A)
-    from types import SimpleNamespace
-    A = sp.csr_array(A)
-    lengths = np.diff(A.indptr)
-    u, c = np.unique(lengths, return_counts=True)
-    m = A.shape[0]
-    fills = {(C, s): exact_sell_fill(A, C, s) for C in SELL_C for s in SELL_SIGMA}
-    return SimpleNamespace(shape=A.shape, nnz=A.nnz, dtype=A.dtype.name, row_length_counts=tuple(zip(u, c)),
-                           ell_fill=A.nnz / (m * lengths.max()) if A.nnz else 1.0, sell_fill=fills,
-                           n_distinct_values=np.unique(A.data).size, distinct_capped=False, n_explicit_zeros=0)
 
 
 def uneven(m=500, n=300, seed=0, dtype=np.float64, values=None):
