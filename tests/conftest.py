@@ -72,3 +72,14 @@ def rng_vector(n, dtype, seed=0, k=None):
     if np.dtype(dtype).kind == "c":
         v = v + 1j * rng.standard_normal(shape)
     return v.astype(dtype)
+
+
+def run(F, op, x, conj=True):
+    """Operation ``op`` of layout ``F`` on ``x`` (Aᴴ products unless ``conj=False``)."""
+    if op == "matvec":
+        return F.matvec(x)
+    if op == "rmatvec":
+        return F.rmatvec(x, conj=conj)
+    if op == "matmat":
+        return F.matmat(x)
+    return F.rmatmat(x, conj=conj)

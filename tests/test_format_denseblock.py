@@ -15,19 +15,9 @@ from autosparse.formats import denseblock as dbh
 from autosparse.formats._grids import DBH_THRESHOLDS, DBH_TILES
 from autosparse.kernels._runtime import PARALLEL_MIN_WORK
 
-from conftest import corpus_params, load, rng_vector
+from conftest import corpus_params, load, rng_vector, run
 
 OPS = verify.OPS
-
-
-def run(F, op, x, conj=True):
-    if op == "matvec":
-        return F.matvec(x)
-    if op == "rmatvec":
-        return F.rmatvec(x, conj=conj)
-    if op == "matmat":
-        return F.matmat(x)
-    return F.rmatmat(x, conj=conj)
 
 
 def assert_ops(F, A, dtype=np.float64, k=3, seed=0):
