@@ -45,7 +45,6 @@ import gc
 import json
 import math
 import os
-import platform
 import sys
 import time
 import traceback
@@ -871,7 +870,7 @@ def main(argv=None):
     png = out_dir / "kernels.png"
     figure(png, rows, args.ops, large_done, corpus_done)
     psrc = sorted({r.get("profile_source") for r in rows if r.get("profile_source")}) or ["–"]
-    meta = dict(cpu=_cpu(), threads=_threads(), layer=layer, bw=bw, bw_start=bw_start, bw_end=bw_end,
+    meta = dict(cpu=C.cpu_model(), threads=_threads(), layer=layer, bw=bw, bw_start=bw_start, bw_end=bw_end,
                 formats=formats, peers=peers_avail, profile_source=", ".join(psrc), quick=args.quick,
                 elapsed=time.perf_counter() - t_start)
     structured = {n for n, v in C.LARGE.items() if v[3]}
@@ -892,7 +891,7 @@ def replot(args, out_dir):
     fmts_seen = list(dict.fromkeys(r["candidate"] for r in rows if r.get("kind") == "format" and r.get("candidate")))
     peers = list(dict.fromkeys(r["candidate"] for r in rows if r.get("kind") == "peer"))
     psrc = sorted({r.get("profile_source") for r in rows if r.get("profile_source")}) or ["-"]
-    meta = dict(cpu=_cpu(), threads="?", layer="?", bw=max(bws), bw_start=bws[0], bw_end=bws[-1],
+    meta = dict(cpu=C.cpu_model(), threads="?", layer="?", bw=max(bws), bw_start=bws[0], bw_end=bws[-1],
                 formats=[f for f in fmts_seen if f != PLAIN], peers=peers, profile_source=", ".join(psrc),
                 quick=args.quick, elapsed=float("nan"))
     structured = {n for n, v in C.LARGE.items() if v[3]}
@@ -901,17 +900,6 @@ def replot(args, out_dir):
     (out_dir / "summary.md").write_text(text + "\n")
     print(text)
     return 0
-
-
-def _cpu():
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _threads():
