@@ -732,14 +732,7 @@ class PlanStore:
                 "AND machine_id = ? AND kernel_version = ? AND effort_rank >= ? "
                 "ORDER BY pattern = ? DESC, effort_rank DESC, updated DESC LIMIT 1",
                 (*key, min_rank, fp.pattern or "")).fetchone()
-        row = self._run(q, what="plan store lookup")
-        if row is None:
-            return None
-        try:
-            return self._plan(row[0])
-        except ValueError as exc:
-            log.warning("stored plan ignored (%s)", exc)
-            return None
+        return self._stored_plan(self._run(q, what="plan store lookup"))
 
     def lookup_pattern(self, pattern: str, dtype: str, workload, effort="measure") -> Plan | None:
         """The stored plan for this exact pattern digest (``Profile.pattern_digest``), dtype,
@@ -757,6 +750,10 @@ class PlanStore:
             "SELECT plan FROM plans WHERE pattern = ? AND dtype = ? AND workload_class = ? AND machine_id = ? "
             "AND kernel_version = ? AND effort_rank >= ? ORDER BY effort_rank DESC, updated DESC LIMIT 1",
             args).fetchone(), what="plan store lookup")
+        return self._stored_plan(row)
+
+    def _stored_plan(self, row) -> Plan | None:
+        """The plan of a looked-up row, or None (no row, or a plan this code cannot use)."""
         if row is None:
             return None
         try:
