@@ -40,6 +40,7 @@ import numpy as np
 from numba import prange
 
 from ._runtime import jit, pjit
+from ._simd import gather_rows2
 from ._values import cvalue
 
 _1 = np.uint64(1)
@@ -249,20 +250,7 @@ def gather_par(bounds, kstart, ip1, indices, data, table, conj, x, out):
 
 @jit
 def gather_range2(j0, j1, k, ip1, indices, data, table, conj, X, out):
-    nk = X.shape[1]
-    acc = np.empty(nk, out.dtype)
-    for j in range(j0, j1):
-        e = ip1[j]
-        for c in range(nk):
-            acc[c] = 0
-        while k < e:
-            v = cvalue(data, table, k, conj)
-            r = indices[k]
-            for c in range(nk):
-                acc[c] += v * X[r, c]
-            k += _1
-        for c in range(nk):
-            out[j, c] = acc[c]
+    gather_rows2(j0, j1, k, ip1, indices, data, table, conj, X, out)
 
 
 @jit

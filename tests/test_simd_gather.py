@@ -1,0 +1,80 @@
+"""The vector-register multi-vector gather (kernels/_simd.py) against SciPy.
+
+CSR A @ X and CSC Aᴴ @ X run through ``_simd._block`` for real values: column
+blocks of 16, 8, 4, 2 and 1, so k from 0 to 40 covers every combination of
+blocks.  Each column is summed in SciPy's order, so float64 results are
+bit-identical to SciPy's, NaN and Inf included.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from autosparse import formats, verify
+from autosparse.kernels._runtime import PARALLEL_MIN_WORK
+
+
+def _matrix(m, n, density, seed, dtype=np.float64):
+    A = sp.random_array((m, n), density=density, format="csr", rng=seed, dtype=np.float64)
+    A.data = np.round(A.data * 4) - 2.0          # few distinct values: tables apply
+    return sp.csr_array(A.astype(dtype))
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(m=st.integers(0, 40), n=st.integers(0, 40), k=st.integers(0, 40), density=st.floats(0, 1),
+       seed=st.integers(0, 2**16), values=st.sampled_from(["full", "table"]),
+       index_dtype=st.sampled_from(["int16", "int32", "int64"]), nonfinite=st.booleans())
+def test_csr_matmat_is_scipy_bit_for_bit(m, n, k, density, seed, values, index_dtype, nonfinite):
+    A = _matrix(m, n, density, seed)
+    if nonfinite and A.nnz:
+        A.data[seed % A.nnz] = [np.nan, np.inf, -np.inf][seed % 3]
+    F = formats.convert(A, "csr", values=values, index_dtype=index_dtype)
+    X = np.random.default_rng(seed).standard_normal((n, k))
+    X[seed % max(n, 1):, :1] = np.inf if nonfinite and n else 0.5
+    np.testing.assert_array_equal(F.matmat(X), A @ X)
+
+
+@pytest.mark.parametrize("k", [1, 5, 16, 27])
+@pytest.mark.parametrize("matrix_dtype, x_dtype", [(np.float32, np.float32), (np.float32, np.float64),
+                                                   (np.float64, np.float32)])
+def test_mixed_dtypes_follow_scipy_promotion(k, matrix_dtype, x_dtype):
+    A = _matrix(53, 41, 0.2, 7, matrix_dtype)
+    X = np.random.default_rng(k).standard_normal((41, k)).astype(x_dtype)
+    Y = formats.convert(A, "csr").matmat(X)
+    assert Y.dtype == np.result_type(matrix_dtype, x_dtype)
+    ok, ratio = verify.check(Y, A, X, "matmat")
+    assert ok, ratio
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+@pytest.mark.parametrize("k", [3, 16, 24])
+def test_threaded_csr_and_csc_gathers(order, k):
+    """Large enough for the parallel kernels: chunks start mid-matrix (kstart)."""
+    A = _matrix(3000, 2500, 12 * 1.0 / 2500 + PARALLEL_MIN_WORK / (3000 * 2500 * k), 11)
+    X = np.asarray(np.random.default_rng(1).standard_normal((2500, k)), order=order)
+    np.testing.assert_array_equal(formats.convert(A, "csr").matmat(X), A @ X)
+    Y = np.random.default_rng(2).standard_normal((3000, k))
+    csc = formats.convert(A, "csc")
+    ok, ratio = verify.check(csc.rmatmat(Y), A, Y, "rmatmat")
+    assert ok, ratio
+
+
+def test_complex_values_keep_the_scalar_loop():
+    A = _matrix(30, 20, 0.3, 5) * (1 + 2j)
+    X = np.random.default_rng(0).standard_normal((20, 17)) + 1j
+    ok, ratio = verify.check(formats.convert(A, "csr").matmat(X), A, X, "matmat")
+    assert ok, ratio
+    X = np.random.default_rng(0).standard_normal((20, 17))           # real X, complex matrix
+    ok, ratio = verify.check(formats.convert(A, "csr").matmat(X), A, X, "matmat")
+    assert ok, ratio
+
+
+def test_out_rows_are_written_not_accumulated():
+    A = _matrix(20, 20, 0.2, 3)
+    out = np.full((20, 16), 7.0)
+    formats.convert(A, "csr").matmat(np.ones((20, 16)), out=out)
+    np.testing.assert_array_equal(out, A @ np.ones((20, 16)))
