@@ -42,6 +42,10 @@ TABLE_FACTOR = 1.35       # a value-table lookup per slot: pays only when memory
 # in vector registers (kernels/_simd.py): measured 0.2-0.4x the per-column
 # slot cost of the scalar loops on the corpus, k = 16.
 SIMD_GATHER_FACTOR = 0.3
+# SELL with sigma > 1 writes each row's result through its permutation: a
+# scattered scalar store per row instead of one vector store per C rows
+# (measured 5-15% on short-row corpus matrices, which padding does not show).
+SELL_PERM_ROW_NS = 0.5
 
 
 def slot_ns(fmt: str, params: dict) -> float:
@@ -103,7 +107,8 @@ def predict(profile, fmt: str, params: dict, op: str, k: int = 1, *, of: str = "
     per_slot = slot_ns(fmt, params)
     if k > 1 and fmt == ("csc" if adjoint else "csr") and not np.issubdtype(profile.dtype, np.complexfloating):
         per_slot *= SIMD_GATHER_FACTOR
-    compute = (work * per_slot + profile.nnz * gather_ns) * 1e-9 / threads
+    row_ns = SELL_PERM_ROW_NS * m * k if fmt == "sell" and params.get("sigma", 1) > 1 else 0.0
+    compute = (work * per_slot + profile.nnz * gather_ns + row_ns) * 1e-9 / threads
     t = max(total / bandwidth, compute)
     if adjoint and fmt not in ("csc", "dia", "dense") and of == "A":
         t *= SCATTER_FACTOR.get(fmt, 1.5)

@@ -53,12 +53,15 @@ EFFORTS = ("estimate", "measure", "patient", "exhaustive", "cache_only")
 # seconds for small matrices, how many model-ranked candidates to enqueue,
 # extra TPE trials after them, and timing samples per measurement.
 EFFORT_SETTINGS = {
-    "measure": dict(budget_calls=40, floor=0.3, enqueue=10, tpe=0, samples=5),
-    "patient": dict(budget_calls=1500, floor=3.0, enqueue=20, tpe=20, samples=9),
-    "exhaustive": dict(budget_calls=math.inf, floor=math.inf, enqueue=None, tpe=0, samples=9),
+    "measure": dict(budget_calls=40, floor=0.3, enqueue=14, leaders=6, tpe=0, samples=5),
+    "patient": dict(budget_calls=1500, floor=3.0, enqueue=24, leaders=10, tpe=20, samples=9),
+    "exhaustive": dict(budget_calls=math.inf, floor=math.inf, enqueue=None, leaders=None, tpe=0, samples=9),
 }
 PRUNE_FACTOR = 1.6        # candidates predicted this much slower than the baseline are not measured
-OPTIMISM = 0.5            # share of a model-predicted saving the stopping rule believes
+FINALIST_SPREAD = 0.3     # runner-ups this close to the winner's search cost are re-timed beside it
+MAX_FINALISTS = 4
+MODEL_SIGMA = 0.4         # prior spread of log(measured / predicted) cost; refit from 3 measured candidates
+MODEL_SIGMA_RANGE = (0.2, 0.8)
 
 
 @dataclass
@@ -184,6 +187,7 @@ class Search:
         self.notes: list = []
         self.predicted: dict = {}
         self.queue: list = []
+        self.leaders: list = []
 
     # -- operands and references ---------------------------------------------
     def operand(self, op, k):
@@ -336,8 +340,8 @@ class Search:
         self.queue = ranked
         budget = self.budget(base)
         study = None                # made on the first trial: importing optuna costs ~0.3 s
-        n_enqueued = len(ranked) if self.settings["enqueue"] is None else min(len(ranked), self.settings["enqueue"])
-        n_trials = n_enqueued + len(self.warm_starts) + self.settings["tpe"]
+        n_model = len(ranked) if self.settings["enqueue"] is None else min(len(ranked), self.settings["enqueue"])
+        n_trials = n_model + len(self.warm_starts) + self.settings["tpe"]
         while self.trials < n_trials:
             reason = self.should_stop(budget)
             if reason:
@@ -347,7 +351,16 @@ class Search:
                 t = self.clock()
                 import optuna  # noqa: F401 - imported here so that its import is not search time
                 self.excluded += self.clock() - t
-                study, objective = self._study(ranked)
+                study, objective, enqueue = self._study(ranked)
+            if self.trials < n_trials - self.settings["tpe"]:
+                lay = self.next_layout()
+                if lay is None:
+                    if not self.settings["tpe"]:
+                        self.stop_reason = "candidates exhausted"
+                        break
+                    n_trials = self.trials + self.settings["tpe"]
+                else:
+                    enqueue(lay)
             study.optimize(objective, n_trials=1)
             self.trials += 1
         else:
@@ -419,16 +432,15 @@ class Search:
             ranked.append((predicted, lay, pred))
         ranked.sort(key=lambda r: (r[0], r[1].key))
         # The model ranks variants of one format close together (they share its
-        # errors), so the best of each format and side goes first, then the rest.
-        leaders, rest, seen = [], [], set()
+        # errors), so the best of each format and side is measured first
+        # (``next_layout``), then the neighbours of whatever measured best.
+        leaders, seen = [], set()
         for r in ranked:
-            # SELL's sigma trades padding (which the model sees) against the
-            # locality of x lost by sorting rows (which it does not): each
-            # sigma is its own family
-            family = (r[1].format, r[1].of, r[1].params.get("sigma"))
-            (rest if family in seen else leaders).append(r)
+            family = (r[1].format, r[1].of)
+            if family not in seen:
+                leaders.append(r[1])
             seen.add(family)
-        ranked = leaders + rest
+        self.leaders = leaders
         if dropped:
             self.notes.append(f"{dropped} layouts predicted slower than {PRUNE_FACTOR}x the baseline were not measured")
         if over_memory:
@@ -458,14 +470,16 @@ class Search:
         untried = [p for p, lay in self.queue if lay not in self.candidates]
         if not untried:
             return "" if self.settings["tpe"] else "candidates exhausted"
-        expected = max(0.0, best - min(untried) * self._model_bias()) * OPTIMISM
+        bias, sigma = self._model_error()
+        expected = max(expected_improvement(best, p * bias, sigma) for p in untried)
         if expected < spent:
             return (f"OSKI rule: expected further saving {expected:.3g} s < {spent:.3g} s spent")
         return ""
 
-    def _model_bias(self) -> float:
-        """How far the model is off: median measured/predicted cost once three
-        candidates are measured, clamped so one noisy outlier cannot end the search."""
+    def _model_error(self):
+        """(bias, sigma) of log(measured / predicted) workload cost over the
+        measured candidates: median and spread once three are measured, else
+        (1, MODEL_SIGMA); clamped so one noisy outlier cannot end the search."""
         ratios = []
         base_times = self.candidates[Layout(BASELINE)].times
         for lay, (p, pred) in self.predicted.items():
@@ -475,8 +489,33 @@ class Search:
                 times.update(c.times)
                 ratios.append(self.workload_cost(times, c.build_s) / p)
         if len(ratios) < 3:
-            return 1.0
-        return float(np.clip(np.median(ratios), 0.75, 1.5))
+            return 1.0, MODEL_SIGMA
+        logs = np.log(ratios)
+        return (float(np.clip(np.exp(np.median(logs)), 0.75, 1.5)),
+                float(np.clip(np.std(logs), *MODEL_SIGMA_RANGE)))
+
+    def next_layout(self):
+        """The next layout to measure: warm starts, then the model's best layout
+        of each format (``leaders``), then untried neighbours of the best plan
+        so far (one parameter changed, best predicted first), then the model's order."""
+        for lay in self.warm_starts:
+            if lay not in self.candidates:
+                return lay
+        n_leaders = self.settings["leaders"]
+        untried = [lay for _, lay in self.queue if lay not in self.candidates]
+        if not untried:
+            return None
+        if n_leaders is None:
+            return untried[0]
+        leaders = self.leaders[:n_leaders]
+        for lay in leaders:
+            if lay not in self.candidates:
+                return lay
+        best = self.best_plan()[0]
+        for lay in untried:                  # the queue is in model order
+            if any(_neighbours(lay, b) for b in best.layouts):
+                return lay
+        return untried[0]
 
     def _study(self, ranked):
         import optuna
@@ -487,9 +526,8 @@ class Search:
                            {lay.format for lay in self.warm_starts if lay.of == "A"}) or ["csr"]
         ah_keys = ["none"] + [lay.key for _, lay in ranked if lay.of == "AH"][:4]
         ah_by_key = {lay.key: lay for _, lay in ranked if lay.of == "AH"}
-        n_enq = len(ranked) if self.settings["enqueue"] is None else self.settings["enqueue"]
-        queue = list(self.warm_starts) + [lay for _, lay in ranked[:n_enq]]
-        for lay in queue:
+
+        def enqueue(lay):
             params = {"format": lay.format} if lay.of == "A" else {"format": a_formats[0]}
             if lay.of == "A":
                 params.update({f"{lay.format}_{k}": v for k, v in lay.params.items()})
@@ -532,7 +570,7 @@ class Search:
                         value = min(value, self.plan_cost([cand, h]))
             return value
 
-        return study, objective
+        return study, objective, enqueue
 
     # -- choosing the plan -----------------------------------------------------
     def plan_cost(self, cands) -> float:
@@ -582,35 +620,76 @@ class Search:
             serves = {op: used.index(i) for op, i in serves.items()}
         return Plan(layouts, serves)
 
+    def finalists(self, plan, value):
+        """The chosen plan and the runner-ups within FINALIST_SPREAD of its cost
+        (the best plan around each other measured A layout), best first."""
+        ok = [c for c in self.candidates.values() if c.ok]
+        ah_side = [c for c in ok if c.layout.of == "AH"]
+        others = []
+        for a in ok:
+            if a.layout.of != "A" or a.layout.format == BASELINE or a.layout in plan.layouts:
+                continue
+            best = min([[a]] + [[a, h] for h in ah_side], key=self.plan_cost)
+            cost_a = self.plan_cost(best)
+            if cost_a <= value * (1 + FINALIST_SPREAD):
+                others.append((cost_a, a.layout.key, best))
+        others.sort(key=lambda r: r[:2])
+        return [plan] + [self._plan_of(cands) for _, _, cands in others[:MAX_FINALISTS - 1]]
+
     def confirm(self, plan, value):
-        """Re-time the chosen plan against the baseline, interleaved; keep the baseline unless beaten."""
+        """Re-time the finalists and the baseline interleaved; keep the fastest, the baseline unless beaten.
+
+        Single measurements on a shared machine drift by 5-20%; layouts whose
+        search costs are that close are ranked again side by side, so a noisy
+        moment during the search does not decide between them."""
         base = self.candidates[Layout(BASELINE)]
         if plan.is_baseline:
             return plan, self.workload_cost(base.times, 0.0)
-        cands = [self.candidates[lay] for lay in plan.layouts]
+        plans = self.finalists(plan, value)
+        # every finalist costs rounds x samples x its calls: large matrices keep the search's winner alone
+        per_plan = 3 * 3 * sum(base.times.get((op, k), 0.0) for op, k, _ in self.ops)
+        room = max(0.0, self.budget(base) - self.spent())
+        if math.isfinite(room):
+            plans = plans[:max(1, min(len(plans), int(room // max(per_plan, 1e-9)) - 1))]
         fns = {}
         for op, k, _ in self.ops:
-            i = plan.serves[op]
-            c = cands[i]
-            F = c._format
-            if F is None:                        # released to save memory: rebuild it in place
-                lay = c.layout
-                src = self.A if lay.of == "A" else self.AH
-                F = c._format = formats.get(lay.format).from_csr(src, **lay.params)
-            fns[("plan", op, k)] = self._call(F, op, k, c.layout.of)[0]
             fns[("base", op, k)] = self._call(self.baseline_format, op, k, "A")[0]
-        t = timing.interleaved(fns, rounds=3, budget=self._measure_budget() / 2, max_samples=self.settings["samples"])
-        plan_times = {(op, k): t[("plan", op, k)].median for op, k, _ in self.ops}
+            for i, p in enumerate(plans):
+                c = self.candidates[p.layouts[p.serves[op]]]
+                fns[(i, op, k)] = self._call(self._built(c), op, k, c.layout.of)[0]
+        # near-ties need more rounds to be told apart; cheap where calls are short
+        rounds = 3 if len(plans) == 1 or per_plan * 5 / 3 * (len(plans) + 1) > room else 5
+        t = timing.interleaved(fns, rounds=rounds, budget=self._measure_budget() / 2,
+                               max_samples=self.settings["samples"])
         base_times = {(op, k): t[("base", op, k)].median for op, k, _ in self.ops}
-        builds = sum(c.build_s or 0.0 for c in cands)
-        tuned = self.workload_cost(plan_times, builds)
-        baseline = self.workload_cost(base_times, 0.0)
         base.times.update(base_times)
+        baseline = self.workload_cost(base_times, 0.0)
+        costs = [self.workload_cost({(op, k): t[(i, op, k)].median for op, k, _ in self.ops},
+                                    sum(self.candidates[lay].build_s or 0.0 for lay in p.layouts))
+                 for i, p in enumerate(plans)]
+        best = int(np.argmin(costs))
+        for i, p in enumerate(plans):
+            if i != best:
+                for lay in p.layouts:
+                    if lay not in plans[best].layouts:
+                        self.candidates[lay]._format = None
+        if len(plans) > 1:
+            self.notes.append(f"re-timed {len(plans)} finalists side by side: " +
+                              ", ".join(f"{p.describe()} {c:.3g} s" for p, c in zip(plans, costs)))
+        plan, tuned = plans[best], costs[best]
         if tuned >= baseline:
             self.notes.append(f"re-timed: {plan.describe()} ({tuned:.3g} s) did not beat SciPy ({baseline:.3g} s)")
             return Plan.baseline(), baseline
         self.confirmed = (tuned, baseline)
         return plan, tuned
+
+    def _built(self, cand):
+        """The candidate's built layout, rebuilt in place when it was released to save memory."""
+        if cand._format is None:
+            lay = cand.layout
+            src = self.A if lay.of == "A" else self.AH
+            cand._format = formats.get(lay.format).from_csr(src, **lay.params)
+        return cand._format
 
     def formats_of(self, plan):
         return [self.candidates[lay]._format for lay in plan.layouts]
@@ -630,6 +709,35 @@ class Search:
 
 
 AH_FORMATS = ("csr", "sell", "csrc", "bsr", "dia")     # layouts worth keeping of Aᴴ for the adjoint products
+
+
+def _neighbours(a: Layout, b: Layout) -> bool:
+    """Same format and side, parameters differing in exactly one."""
+    if a.format != b.format or a.of != b.of or a.params.keys() != b.params.keys():
+        return False
+    return sum(a.params[k] != b.params[k] for k in a.params) == 1
+
+
+def expected_improvement(best: float, predicted: float, sigma: float) -> float:
+    """E[max(0, best - Y)] for a cost Y = predicted · exp(σZ), Z standard normal.
+
+    The stopping rule's expected saving from measuring one more candidate:
+    the model's prediction is right only up to a log-normal error, so a
+    candidate predicted a little worse than the best measured still has a
+    fair chance to win, and one predicted far worse has almost none.
+    """
+    if not math.isfinite(best):
+        return math.inf
+    if best <= 0:
+        return 0.0
+    if predicted <= 0:
+        return best
+    z = math.log(best / predicted) / sigma
+    return max(0.0, best * _phi(z) - predicted * math.exp(sigma * sigma / 2) * _phi(z - sigma))
+
+
+def _phi(z: float) -> float:
+    return 0.5 * math.erfc(-z / math.sqrt(2.0))
 
 
 def _side_op(op, side):
