@@ -20,6 +20,8 @@ files are shared and may not be trusted.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from types import MappingProxyType
 from dataclasses import dataclass, field
 
 SCHEMA_VERSION = 1
@@ -38,12 +40,13 @@ class Layout:
             raise ValueError(f"layout 'of' must be 'A' or 'AH', got {self.of!r}")
         if not isinstance(self.format, str):
             raise TypeError(f"layout format must be a string, got {type(self.format).__name__}")
-        if not isinstance(self.params, dict):
+        if not isinstance(self.params, Mapping):
             raise TypeError(f"layout params must be a dict, got {type(self.params).__name__}")
         for k, v in self.params.items():
             if not isinstance(k, str) or not (v is None or isinstance(v, (str, int, float, bool))):
                 raise TypeError(f"layout parameter {k!r}={v!r} is not plain JSON data")
-        object.__setattr__(self, "params", dict(sorted(self.params.items())))
+        # read-only views: layouts and plans are shared (Plan.baseline) and used as keys
+        object.__setattr__(self, "params", MappingProxyType(dict(sorted(self.params.items()))))
 
     @property
     def key(self) -> str:
@@ -55,6 +58,12 @@ class Layout:
 
     def __hash__(self):
         return hash((self.format, tuple(self.params.items()), self.of))
+
+    def __reduce__(self):                          # mapping proxies do not pickle
+        return (Layout, (self.format, dict(self.params), self.of))
+
+
+_BASELINE_PLAN = None
 
 
 @dataclass(frozen=True)
@@ -81,7 +90,10 @@ class Plan:
         if used != set(range(len(layouts))):
             raise ValueError("every layout of a plan must serve some operation")
         object.__setattr__(self, "layouts", layouts)
-        object.__setattr__(self, "serves", {op: serves[op] for op in OPERATIONS})
+        object.__setattr__(self, "serves", MappingProxyType({op: serves[op] for op in OPERATIONS}))
+
+    def __reduce__(self):
+        return (Plan, (self.layouts, dict(self.serves), self.version))
 
     # -- convenience ---------------------------------------------------------
     @classmethod
@@ -90,7 +102,11 @@ class Plan:
 
     @classmethod
     def baseline(cls) -> "Plan":
-        return cls.single(BASELINE)
+        """The untouched SciPy matrix for every operation (one shared, immutable instance)."""
+        global _BASELINE_PLAN
+        if _BASELINE_PLAN is None:
+            _BASELINE_PLAN = cls.single(BASELINE)
+        return _BASELINE_PLAN
 
     @property
     def primary(self) -> Layout:
@@ -149,7 +165,7 @@ class Plan:
                 raise ValueError(f"unknown format {lay.get('format')!r}; accepted: {', '.join(sorted(known))}")
             layouts.append(Layout(lay["format"], dict(lay.get("params") or {}), lay.get("of", "A")))
         serves = d.get("serves")
-        if not isinstance(serves, dict):
+        if not isinstance(serves, Mapping):
             raise ValueError("a plan needs a 'serves' mapping")
         return cls(tuple(layouts), serves, version)
 

@@ -6,27 +6,36 @@ Flow of one search (``Search.run``):
    operands come from ``seed``; SciPy's results on them are the references.
 2. Enumerate every format's configurations for this profile, predict their
    cost with the cost model (rescaled by the baseline's measured/predicted
-   ratio), drop what cannot win or does not fit ``memory_limit``, and enqueue
-   the most promising into an optuna study (TPE sampler, in-memory,
-   ``n_jobs=1``) together with warm starts from the plan store.
-3. Each trial samples a layout from a define-by-run space (format, then its
-   parameters, then the copies: whether Aᴴx gets its own layout) and
-   evaluates it: estimate its bytes (pruned before allocating when over the
-   limit), build it, check every workload operation against SciPy
-   (a disagreeing layout is rejected, logged and never returned) and time it.
-   Compile and kernel-cache-load time is measured apart and counts neither
-   in build times nor in the search budget.
-4. Stop by OSKI's rule - when the saving still expected from the untried
-   candidates is less than the time the search has already spent - or when
-   the effort's budget, ``time_limit`` or the candidates run out.
+   ratio) and drop what cannot win or does not fit ``memory_limit``.
+3. Measure layouts in this order (``next_layout``): warm starts from the plan
+   store; the model's best layout of each format and side (``leaders``);
+   then untried neighbours of the best plan so far (one parameter changed,
+   best predicted first), so measurements, not the model, steer the
+   parameters; then the model's order.  With ``effort="patient"`` these are
+   enqueued into an optuna study (TPE sampler, in-memory, ``n_jobs=1``)
+   whose define-by-run space (format, then its parameters, then the copies:
+   whether Aᴴx gets its own layout) TPE then samples; ``measure`` and
+   ``exhaustive`` have no TPE trials, so they evaluate the queue directly
+   and never import optuna (0.26 s).  Evaluating a layout: estimate its
+   bytes (pruned before allocating when over the limit), build it, check
+   every workload operation against SciPy (a disagreeing layout is
+   rejected, logged and never returned) and time it.  Compile and
+   kernel-cache-load time is measured apart and counts neither in build
+   times nor in the search budget.
+4. Stop by OSKI's rule - when the saving still expected from the next
+   candidate is less than the time the search has already spent - or when
+   the effort's budget, ``time_limit`` or the candidates run out.  The
+   expected saving is E[max(0, best - cost)] with the model's prediction
+   of the cost off by a log-normal error, refit from the measured layouts.
 5. From everything measured, pick the plan exactly: the single layout or
    pair of layouts (one of A, one of Aᴴ for the adjoint products) that
    minimises build + Σ calls × time within the memory limit.  The copies are
    sampled by TPE but also solved exactly here: it is a small assignment
    over measured layouts, and sampling alone would waste trials on it.
-6. Re-time the finalists and the baseline interleaved, so the winner is not
-   an artefact of a noisy moment, and fall back to the baseline unless the
-   tuned plan is faster on the whole workload, build included.
+6. Re-time the finalists (the winner and the runner-ups within 30% of it)
+   and the baseline interleaved, so the winner is not an artefact of a noisy
+   moment; keep the fastest, and fall back to the baseline unless it is
+   faster on the whole workload, build included.
 """
 
 from __future__ import annotations
@@ -347,6 +356,17 @@ class Search:
             if reason:
                 self.stop_reason = reason
                 break
+            if not self.settings["tpe"]:
+                # Without TPE trials every trial is a layout of our own queue, so
+                # optuna would only replay it: we evaluate it directly and spare the
+                # 0.26 s import of optuna (a quarter of the 1 s start-up target)
+                lay = self.next_layout()
+                if lay is None:
+                    self.stop_reason = "candidates exhausted"
+                    break
+                self.evaluate(lay, "warm-start" if lay in self.warm_starts else "model")
+                self.trials += 1
+                continue
             if study is None:
                 t = self.clock()
                 import optuna  # noqa: F401 - imported here so that its import is not search time
@@ -355,9 +375,6 @@ class Search:
             if self.trials < n_trials - self.settings["tpe"]:
                 lay = self.next_layout()
                 if lay is None:
-                    if not self.settings["tpe"]:
-                        self.stop_reason = "candidates exhausted"
-                        break
                     n_trials = self.trials + self.settings["tpe"]
                 else:
                     enqueue(lay)
@@ -657,10 +674,13 @@ class Search:
             for i, p in enumerate(plans):
                 c = self.candidates[p.layouts[p.serves[op]]]
                 fns[(i, op, k)] = self._call(self._built(c), op, k, c.layout.of)[0]
-        # near-ties need more rounds to be told apart; cheap where calls are short
-        rounds = 3 if len(plans) == 1 or per_plan * 5 / 3 * (len(plans) + 1) > room else 5
-        t = timing.interleaved(fns, rounds=rounds, budget=self._measure_budget() / 2,
-                               max_samples=self.settings["samples"])
+        # near-ties need more rounds to be told apart; cheap where calls are short.  With
+        # the budget spent (large matrices), two rounds of two samples: ~12 products in all
+        if per_plan * (len(plans) + 1) > room:
+            kw = dict(rounds=2, min_samples=2)
+        else:
+            kw = dict(rounds=3 if len(plans) == 1 or per_plan * 5 / 3 * (len(plans) + 1) > room else 5)
+        t = timing.interleaved(fns, budget=self._measure_budget() / 2, max_samples=self.settings["samples"], **kw)
         base_times = {(op, k): t[("base", op, k)].median for op, k, _ in self.ops}
         base.times.update(base_times)
         baseline = self.workload_cost(base_times, 0.0)

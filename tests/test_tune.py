@@ -688,3 +688,82 @@ def test_threads_share_one_tuned_matrix():
         t.join()
     assert not errors, errors[:5]
     assert all(verify.check(T @ x, A, x, "matvec")[0] for x in xs)
+
+
+# -- 9. the search's steering: stopping rule, neighbours, finalists, optuna ----------------------
+
+def test_expected_improvement_is_the_lognormal_expectation():
+    from autosparse.search import expected_improvement
+    rng = np.random.default_rng(0)
+    for best, pred, sigma in [(1.0, 1.0, 0.4), (1.0, 1.5, 0.3), (2.0, 1.0, 0.5), (1.0, 3.0, 0.2)]:
+        y = pred * np.exp(sigma * rng.standard_normal(400_000))
+        mc = np.maximum(0.0, best - y).mean()
+        assert expected_improvement(best, pred, sigma) == pytest.approx(mc, rel=0.02, abs=1e-4)
+    assert expected_improvement(1.0, 10.0, 0.2) < 1e-9          # far worse: nothing to expect
+    assert expected_improvement(1.0, 0.0, 0.4) == 1.0            # a free candidate saves everything
+
+
+def test_neighbours_of_the_best_are_measured_after_the_leaders(monkeypatch):
+    """After the model's best layout of each format, the search changes one parameter of the
+    best measured layout at a time: the measured winner's neighbourhood, not the model's order."""
+    _restrict_formats(monkeypatch, ["csr", "sell"])
+    A = sp.csr_array(powerlaw(400, 400, rng=4))
+    s = Search(A, profile(A), asp.Workload(matvec=BIG), effort="measure", time_limit=None, memory_limit=None, seed=0)
+    s.evaluate(Layout(BASELINE), "baseline", F=s.baseline_format)
+    s.calibration = s._calibrate(s.candidates[Layout(BASELINE)])
+    s.queue = s.rank()
+    assert [lay.format for lay in s.leaders] == sorted({lay.format for lay in s.leaders}, key=[
+        lay.format for _, lay in s.queue].index)                 # one per format, in model order
+    for lay in s.leaders:
+        assert s.next_layout() == lay
+        s.evaluate(lay, "model")
+    best = s.best_plan()[0].layouts[0]
+    nxt = s.next_layout()
+    assert nxt.format == best.format and sum(nxt.params[k] != best.params[k] for k in best.params) == 1
+
+
+def test_finalists_are_the_runner_ups_within_the_spread(monkeypatch):
+    from autosparse import search as S
+    speed = {"csr": 1.00e-5, "sell": 1.1e-5, "coo": 2.0e-5, BASELINE: 3e-5}
+
+    def fake_measure(fn, **kw):
+        fn()
+        F = next(c.cell_contents for c in fn.__closure__ if hasattr(c.cell_contents, "__self__")).__self__
+        return timing.Timing(speed[F.name], speed[F.name], 0.0, 1, 2, 0.0)
+    monkeypatch.setattr(timing, "measure", fake_measure)
+    A = sp.csr_array(powerlaw(300, 300, rng=5))
+    s = Search(A, profile(A), asp.Workload(matvec=BIG), effort="measure", time_limit=None, memory_limit=None, seed=0)
+    s.evaluate(Layout(BASELINE), "baseline", F=s.baseline_format)
+    for lay in [Layout("csr", {"index_dtype": "int32", "values": "full"}),
+                Layout("sell", {"C": 8, "sigma": 1, "index_dtype": "int32", "values": "full"}),
+                Layout("coo", {"index_dtype": "int32", "values": "full"})]:
+        assert s.evaluate(lay, "model").ok
+    plan, value = s.best_plan()
+    fins = s.finalists(plan, value)
+    assert [p.layouts[0].format for p in fins] == ["csr", "sell"]      # coo is 2x: not a finalist
+    # re-timed side by side, sell turns out faster: the finalist wins
+    speed["sell"] = 0.8e-5
+    monkeypatch.setattr(timing, "interleaved", lambda fns, **kw: {k: fake_measure(f) for k, f in fns.items()})
+    plan2, _ = s.confirm(plan, value)
+    assert plan2.layouts[0].format == "sell"
+    assert s.candidates[plan2.layouts[0]]._format is not None           # built, ready to serve
+    assert S.MAX_FINALISTS >= 2
+
+
+def test_measure_never_imports_optuna_and_patient_samples_with_tpe(tmp_path):
+    import subprocess
+    import sys
+    code = ("import sys, autosparse as asp\nfrom autosparse.io import powerlaw\n"
+            "A = powerlaw(300, 300, rng=1)\n"
+            "T = asp.tune(A, 'matvec=1000000', store=False, time_limit=0.5)\n"
+            "assert T.report.trials >= 1, T.report\n"
+            "print('optuna' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+    A = powerlaw(200, 200, rng=2)
+    T = asp.tune(A, "matvec=1000000000", effort="patient", store=False, time_limit=3.0)
+    sources = {c.source for c in T.report.candidates}
+    assert "tpe" in sources or T.report.stop_reason.startswith(("time_limit", "patient budget")), \
+        (sources, T.report.stop_reason)
+    assert_products_match(T, A)

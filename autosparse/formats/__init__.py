@@ -40,11 +40,18 @@ def names() -> list[str]:
 
 def get(name: str):
     """The module of format ``name``; ValueError naming the accepted ones."""
+    mod = _LOADED.get(name) if isinstance(name, str) else None
+    if mod is not None:
+        return mod
     try:
         mod = _MODULES[name]
     except (KeyError, TypeError):
         raise ValueError(f"unknown format {name!r}; accepted: {', '.join(names())}") from None
-    return importlib.import_module(f"{__name__}.{mod}")
+    mod = _LOADED[name] = importlib.import_module(f"{__name__}.{mod}")
+    return mod
+
+
+_LOADED: dict = {}        # name -> imported module: get() is on every tune() call's path
 
 
 def convert(A, name: str, **params):
