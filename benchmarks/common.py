@@ -574,6 +574,14 @@ def estimate(name, profile, params):
         return None
 
 
+def aligned_empty(shape, dtype=np.float64):
+    """Output arrays of the final timings, every peer's alike: 64-byte aligned, as
+    ``mkl_malloc`` gives (``np.empty`` guarantees 16).  Aligned rows let streaming
+    stores write a multi-vector output without reading it first."""
+    from autosparse.formats._base import aligned_empty as _aligned
+    return _aligned(shape, dtype)
+
+
 def geomean(values) -> float:
     v = [float(x) for x in values if x is not None and x > 0 and math.isfinite(x)]
     return math.exp(sum(math.log(x) for x in v) / len(v)) if v else float("nan")

@@ -309,7 +309,7 @@ class MatrixRun:
                 common = dict(stage="final", candidate=name, kind="format", params=pjson(params), op=op, k=k,
                               nbytes=F.nbytes, est_nbytes=est, convert_seconds=tconv,
                               profile_source=profile_src)
-                out = np.empty(oshape)
+                out = C.aligned_empty(oshape)
                 try:
                     call, result = format_call(F, op, x, out)
                     call()
@@ -328,7 +328,7 @@ class MatrixRun:
                 meta[name] = dict(common, error_ratio=ratio, _moved=C.bytes_moved(F.nbytes, A.shape, op, k))
             for pname, peer in peers.items():
                 common = dict(stage="final", candidate=pname, kind="peer", op=op, k=k, params="")
-                out = np.empty(oshape)
+                out = C.aligned_empty(oshape)
                 try:
                     call, result = peer.bind(op, x, out)
                     call()

@@ -78,3 +78,41 @@ def test_out_rows_are_written_not_accumulated():
     out = np.full((20, 16), 7.0)
     formats.convert(A, "csr").matmat(np.ones((20, 16)), out=out)
     np.testing.assert_array_equal(out, A @ np.ones((20, 16)))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("k", [5, 8, 16, 24, 40])
+def test_streaming_stores_write_the_same_results(monkeypatch, k, dtype):
+    """Outputs with 64-byte aligned rows take non-temporal stores (normally only above
+    STREAM_MIN_BYTES; lowered here so a small matrix takes that path)."""
+    from autosparse.formats import _base
+    monkeypatch.setattr(_base, "STREAM_MIN_BYTES", 0)
+    A = _matrix(2000, 1500, 0.02, 13, dtype)
+    X = np.random.default_rng(k).standard_normal((1500, k)).astype(dtype)
+    F = formats.convert(A, "csr")
+    Y = F.matmat(X)                                    # allocated here: 64-byte aligned
+    assert Y.ctypes.data % 64 == 0
+    streams = (k * np.dtype(dtype).itemsize) % 64 == 0
+    assert _base.streamable(Y) == streams
+    assert any(key[-1] for key in F._bound) == streams
+    np.testing.assert_array_equal(Y, A @ X)
+    unaligned = np.empty((2000 * k + 1,), dtype)[1:].reshape(2000, k)    # 4-byte offset: no streaming
+    assert not _base.streamable(unaligned)
+    np.testing.assert_array_equal(F.matmat(X, out=unaligned), A @ X)
+    Z = np.random.default_rng(1).standard_normal((2000, k)).astype(dtype)
+    ok, ratio = verify.check(formats.convert(A, "csc").rmatmat(Z), A, Z, "rmatmat")
+    assert ok, ratio
+
+
+def test_aligned_empty_and_streamable_conditions():
+    from autosparse.formats._base import STREAM_MIN_BYTES, aligned_empty, streamable
+    for shape in [(3, 5), (1000, 16), (0, 8)]:
+        a = aligned_empty(shape, np.float32)
+        assert a.shape == shape and a.dtype == np.float32 and a.flags.c_contiguous
+        assert a.size == 0 or a.ctypes.data % 64 == 0
+    rows = STREAM_MIN_BYTES // (16 * 8) + 1
+    big = aligned_empty((rows, 16), np.float64)
+    assert streamable(big)
+    assert not streamable(big[:, :8])                   # not contiguous
+    assert not streamable(aligned_empty((rows, 16), np.complex128)[:rows // 2])   # complex
+    assert not streamable(aligned_empty((rows // 2, 16), np.float64))             # below the size

@@ -763,7 +763,9 @@ def test_measure_never_imports_optuna_and_patient_samples_with_tpe(tmp_path):
     assert out.stdout.strip() == "False"
     A = powerlaw(200, 200, rng=2)
     T = asp.tune(A, "matvec=1000000000", effort="patient", store=False, time_limit=3.0)
-    sources = {c.source for c in T.report.candidates}
-    assert "tpe" in sources or T.report.stop_reason.startswith(("time_limit", "patient budget")), \
-        (sources, T.report.stop_reason)
+    rep = T.report
+    queued = sum(c.source in ("model", "warm-start") for c in rep.candidates)
+    # TPE trials may sample layouts already measured (then no new candidate): count trials
+    assert rep.trials > queued or rep.stop_reason.startswith(("time_limit", "patient budget")), \
+        (rep.trials, queued, rep.stop_reason)
     assert_products_match(T, A)

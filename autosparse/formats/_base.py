@@ -31,6 +31,7 @@ import scipy.sparse as sp
 
 from .._checks import result_dtype
 from ..kernels._runtime import entry, use_parallel
+from ..kernels._simd import STREAMING_STORES
 
 MATVEC, RMATVEC, MATMAT, RMATMAT = "matvec", "rmatvec", "matmat", "rmatmat"
 
@@ -40,11 +41,14 @@ class Format:
 
     Subclasses set ``name`` and ``padded``, store their arrays, and implement
     ``_kernel(op, parallel, conj)`` returning ``(dispatcher, args, literals)``:
-    the kernel is called as ``dispatcher(*args, [conj,] x, out)``.
+    the kernel is called as ``dispatcher(*args, [conj,] x, out)``.  A format
+    whose kernels write multi-vector outputs with streaming stores lists those
+    operations in ``streams``; its ``_kernel`` then also takes ``stream=True``.
     """
 
     name: ClassVar[str] = "?"
     padded: ClassVar[bool] = False
+    streams: ClassVar[tuple | None] = None
 
     def __init__(self, shape, dtype, nnz, params):
         self.shape = (int(shape[0]), int(shape[1]))
@@ -162,7 +166,7 @@ class Format:
         rdt = x.dtype
         oshape = (n_out, k) if two_d else (n_out,)
         if out is None:
-            return x, np.empty(oshape, dtype=rdt)
+            return x, (aligned_empty(oshape, rdt) if two_d and self.streams else np.empty(oshape, dtype=rdt))
         if type(out) is not np.ndarray:
             raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
         if out.shape != oshape or out.dtype != rdt:
@@ -179,10 +183,11 @@ class Format:
     def _run(self, op, x, out, conj):
         k = x.shape[1] if x.ndim == 2 else 1
         parallel = use_parallel(self.work(op, k))
-        key = (op, x.dtype, out.ndim, parallel, conj)
+        stream = self.streams is not None and op in self.streams and streamable(out)
+        key = (op, x.dtype, out.ndim, parallel, conj, stream)
         fn = self._bound.get(key)
         if fn is None:
-            fn = self._bind(op, parallel, conj, x, out)
+            fn = self._bind(op, parallel, conj, x, out, stream)
             self._bound[key] = fn
             if op in (MATVEC, RMATVEC) and x.dtype == out.dtype:
                 self._fast[(op, conj, x.dtype)] = fn
@@ -190,8 +195,11 @@ class Format:
         if nan_results and self.padded and not _all_finite(x):
             self._exact_product(op, x, out, conj)
 
-    def _bind(self, op, parallel, conj, x, out):
-        dispatcher, args, literals = self._kernel(op, parallel, conj)
+    def _bind(self, op, parallel, conj, x, out, stream=False):
+        if stream:
+            dispatcher, args, literals = self._kernel(op, parallel, conj, stream=True)
+        else:
+            dispatcher, args, literals = self._kernel(op, parallel, conj)
         if op in (RMATVEC, RMATMAT):
             args = tuple(args) + (conj,)
         fn = entry(dispatcher, *args, x, out, literals=literals)
@@ -204,6 +212,29 @@ class Format:
         if op in (RMATVEC, RMATMAT):
             A = A.T.conj() if conj else A.T
         out[...] = A @ x
+
+
+# Outputs at least this large are written with streaming stores by formats whose
+# kernels have them (``streams``): far beyond the last-level cache, reading each
+# output line before writing it is a third of a multi-vector product's traffic.
+STREAM_MIN_BYTES = 64 << 20
+STREAM_ALIGN = 64
+
+
+def streamable(out) -> bool:
+    """Can ``out`` take streaming stores: real, C-ordered, 64-byte aligned rows, large."""
+    return (STREAMING_STORES and out.nbytes >= STREAM_MIN_BYTES and out.ndim == 2 and out.dtype.kind == "f"
+            and out.flags.c_contiguous and out.ctypes.data % STREAM_ALIGN == 0
+            and out.strides[0] % STREAM_ALIGN == 0)
+
+
+def aligned_empty(shape, dtype):
+    """``np.empty`` whose data starts on a 64-byte boundary (numpy guarantees 16)."""
+    dtype = np.dtype(dtype)
+    n = math.prod(shape) * dtype.itemsize
+    buf = np.empty(n + STREAM_ALIGN, np.uint8)
+    start = (-buf.ctypes.data) % STREAM_ALIGN
+    return buf[start:start + n].view(dtype).reshape(shape)
 
 
 def _as_array(x, name):

@@ -23,6 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._checks import as_csr, index_dtype_for
+from ._base import RMATMAT
 from .csr import (Compressed, _encode, value_bytes, values_options, width_and_values_configurations,
                   width_and_values_space)
 
@@ -32,6 +33,7 @@ NAME = "csc"
 class CSC(Compressed):
     name = NAME
     transposed = True
+    streams = (RMATMAT,)                 # Aᴴ X is CSC's gather
 
     def to_csr(self):
         idx = index_dtype_for(max(self.shape[0], self.nnz))

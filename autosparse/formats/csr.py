@@ -25,6 +25,8 @@ from ._grids import MAX_TABLE
 
 NAME = "csr"
 
+_STREAM = np.empty(0, np.uint8)        # marker: the kernel writes its output with streaming stores
+
 
 class Compressed(Format):
     """Compressed arrays over outer slices: rows (CSR) or columns (CSC, ``transposed``).
@@ -54,13 +56,16 @@ class Compressed(Format):
             self._plan = K.scatter_plan(self._kstart.astype(np.int64), self.indices, n_out)
         return self._plan
 
-    def _kernel(self, op, parallel, conj):
+    def _kernel(self, op, parallel, conj, stream=False):
         arrays = (self._ip1, self._ix, self.data, self.table)
         forward = op in (MATVEC, MATMAT)
         vector = op in (MATVEC, "rmatvec")
+        gather = forward != self.transposed
+        if gather and not vector:                      # multi-vector gathers may stream their output
+            arrays = arrays + (_STREAM if stream else None,)
         if forward:
             arrays = arrays + (False,)                  # the base appends conj for adjoint ops only
-        if forward != self.transposed:                 # a gather
+        if gather:
             serial, par = (K.gather, K.gather_par) if vector else (K.gather2, K.gather2_par)
             return (par, (self.bounds, self._kstart) + arrays, ()) if parallel else (serial, arrays, ())
         serial, par = (K.scatter, K.scatter_par) if vector else (K.scatter2, K.scatter2_par)
@@ -78,6 +83,7 @@ class Compressed(Format):
 
 class CSR(Compressed):
     name = NAME
+    streams = (MATMAT,)                  # A X is CSR's gather
 
     def to_csr(self):
         idx = index_dtype_for(max(self.shape[1], self.nnz))

@@ -13,9 +13,20 @@ each column is SciPy's sum bit for bit.
 ``gather_rows2`` is the row loop every compressed gather uses: column blocks
 of 16, 8, 4, 2, 1 through ``_block`` for real values and C-ordered operands,
 the scalar loop otherwise (complex values, other layouts).
+
+Streaming stores.  With ``stream`` an array (a marker; None otherwise: the
+choice is made at compile time from its type) the output blocks of 64 bytes
+or more are written with non-temporal stores, which skip the read-for-
+ownership of each output line: an output far larger than the cache is then
+written once instead of read and written (MKL does the same; measured +20-30%
+on Poisson 100³ at k=16).  They need 64-byte aligned rows, which the caller
+guarantees (``formats._base.streamable``), and an ``sfence`` (``fence``)
+before the results are read.
 """
 
 from __future__ import annotations
+
+import platform
 
 import numpy as np
 from llvmlite import ir
@@ -26,27 +37,30 @@ from numba.extending import intrinsic, overload
 from ._runtime import FASTMATH
 from ._values import cvalue
 
-_WIDTHS = (16, 8, 4, 2, 1)
+# Non-temporal stores and the sfence they need are written for x86-64 here.
+STREAMING_STORES = platform.machine().lower() in ("x86_64", "amd64")
 
 
 @intrinsic
-def _block(typingctx, k0, k1, indices, data, table, X, out, i, c0, stop, width):
+def _block(typingctx, k0, k1, indices, data, table, X, out, i, c0, stop, stream, width):
     """``out[i, c0:c0+W] = Σ_{k0<=k<k1} v_k X[indices[k], c0:c0+W]``, summed in k order from 0,
     when ``c0 + W <= stop``; returns the next column (``c0 + W``, or ``c0`` if nothing was done).
 
     ``v_k`` is ``data[k]``, or ``table[data[k]]`` when ``table`` is an array;
     it is converted to out's dtype before the product (SciPy's promotion).
-    X and out must be C-ordered and share out's real dtype.
+    X and out must be C-ordered and share out's real dtype.  ``stream`` (an
+    array, or None) writes blocks of a multiple of 64 bytes non-temporally.
     """
     if not isinstance(width, types.IntegerLiteral):
         return None
     W = width.literal_value
     has_table = not isinstance(table, types.NoneType)
     vdt = table.dtype if has_table else data.dtype
-    sig = types.intp(k0, k1, indices, data, table, X, out, i, c0, stop, width)
+    streaming = not isinstance(stream, types.NoneType)
+    sig = types.intp(k0, k1, indices, data, table, X, out, i, c0, stop, stream, width)
 
     def codegen(context, builder, signature, args):
-        k0v, k1v, indv, datv, tabv, Xv, outv, iv, c0v, stopv, _ = args
+        k0v, k1v, indv, datv, tabv, Xv, outv, iv, c0v, stopv, _, _ = args
         intp = context.get_value_type(types.intp)
         first = context.cast(builder, c0v, c0, types.intp)
         after = builder.add(first, ir.Constant(intp, W))
@@ -89,12 +103,31 @@ def _block(typingctx, k0, k1, indices, data, table, X, out, i, c0, stop, width):
             builder.store(builder.fadd(builder.load(acc), builder.fmul(vb, builder.load(row, align=size))), acc)
         row_i = builder.mul(context.cast(builder, iv, i, types.intp), out_stride)
         dest = builder.gep(builder.bitcast(out_a.data, byte_ptr), [builder.add(row_i, col_bytes)])
-        builder.store(builder.load(acc), builder.bitcast(dest, VT.as_pointer()), align=size)
+        if streaming and (W * size) % 64 == 0:
+            st = builder.store(builder.load(acc), builder.bitcast(dest, VT.as_pointer()), align=64)
+            st.set_metadata("nontemporal", builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)]))
+        else:
+            builder.store(builder.load(acc), builder.bitcast(dest, VT.as_pointer()), align=size)
 
     return sig, codegen
 
 
-def gather_rows2(j0, j1, k, ip1, indices, data, table, conj, X, out):  # pragma: no cover - jitted only
+@intrinsic
+def fence(typingctx, stream):
+    """``sfence`` after streaming stores (``stream`` an array); nothing when it is None."""
+    sig = types.void(stream)
+
+    def codegen(context, builder, signature, args):
+        if not isinstance(stream, types.NoneType):
+            sfence = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []),
+                                                    "llvm.x86.sse.sfence")
+            builder.call(sfence, [])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def gather_rows2(j0, j1, k, ip1, indices, data, table, stream, conj, X, out):  # pragma: no cover
     """Rows j0..j1 of a multi-vector gather, entries from k on (see module doc)."""
 
 
@@ -105,23 +138,24 @@ def _vectorisable(data, table, X, out) -> bool:
 
 
 @overload(gather_rows2, jit_options={"fastmath": FASTMATH})
-def _gather_rows2_impl(j0, j1, k, ip1, indices, data, table, conj, X, out):
+def _gather_rows2_impl(j0, j1, k, ip1, indices, data, table, stream, conj, X, out):
     if _vectorisable(data, table, X, out):
-        def simd(j0, j1, k, ip1, indices, data, table, conj, X, out):
+        def simd(j0, j1, k, ip1, indices, data, table, stream, conj, X, out):
             nk = X.shape[1]
             for j in range(j0, j1):
                 e = ip1[j]
                 c = 0
                 while c + 16 <= nk:
-                    c = _block(k, e, indices, data, table, X, out, j, c, nk, 16)
-                c = _block(k, e, indices, data, table, X, out, j, c, nk, 8)
-                c = _block(k, e, indices, data, table, X, out, j, c, nk, 4)
-                c = _block(k, e, indices, data, table, X, out, j, c, nk, 2)
-                _block(k, e, indices, data, table, X, out, j, c, nk, 1)
+                    c = _block(k, e, indices, data, table, X, out, j, c, nk, stream, 16)
+                c = _block(k, e, indices, data, table, X, out, j, c, nk, stream, 8)
+                c = _block(k, e, indices, data, table, X, out, j, c, nk, stream, 4)
+                c = _block(k, e, indices, data, table, X, out, j, c, nk, stream, 2)
+                _block(k, e, indices, data, table, X, out, j, c, nk, stream, 1)
                 k = e
+            fence(stream)
         return simd
 
-    def scalar(j0, j1, k, ip1, indices, data, table, conj, X, out):
+    def scalar(j0, j1, k, ip1, indices, data, table, stream, conj, X, out):
         nk = X.shape[1]
         acc = np.empty(nk, out.dtype)
         for j in range(j0, j1):

@@ -249,19 +249,21 @@ def gather_par(bounds, kstart, ip1, indices, data, table, conj, x, out):
 
 
 @jit
-def gather_range2(j0, j1, k, ip1, indices, data, table, conj, X, out):
-    gather_rows2(j0, j1, k, ip1, indices, data, table, conj, X, out)
+def gather_range2(j0, j1, k, ip1, indices, data, table, stream, conj, X, out):
+    gather_rows2(j0, j1, k, ip1, indices, data, table, stream, conj, X, out)
 
 
 @jit
-def gather2(ip1, indices, data, table, conj, X, out):
-    gather_range2(np.uint64(0), np.uint64(ip1.size), np.uint64(0), ip1, indices, data, table, conj, X, out)
+def gather2(ip1, indices, data, table, stream, conj, X, out):
+    """``stream``: None, or an array marking an output written with streaming stores
+    (64-byte aligned rows, far larger than the cache: see ``_simd``)."""
+    gather_range2(np.uint64(0), np.uint64(ip1.size), np.uint64(0), ip1, indices, data, table, stream, conj, X, out)
 
 
 @pjit
-def gather2_par(bounds, kstart, ip1, indices, data, table, conj, X, out):
+def gather2_par(bounds, kstart, ip1, indices, data, table, stream, conj, X, out):
     for t in prange(bounds.size - 1):
-        gather_range2(bounds[t], bounds[t + 1], kstart[t], ip1, indices, data, table, conj, X, out)
+        gather_range2(bounds[t], bounds[t + 1], kstart[t], ip1, indices, data, table, stream, conj, X, out)
 
 
 # -- scatters: out[indices[k]] += v_k x[j]  (Aᴴx in CSR, A x in CSC) ------
