@@ -62,15 +62,15 @@ def tune(A, workload=None, *, effort="measure", time_limit=None, memory_limit=No
         raise ValueError(f"memory_limit={memory_limit} bytes is below the {base.nbytes} bytes the matrix "
                          "itself takes (the SciPy baseline); raise it or pass None")
 
-    def finish(layouts, plan, report):
+    def finish(layouts, plan, report, compiled=True):
         report.plan = plan
         report.tuning_s = timing.clock() - t_start
-        report.compile_s = compile_seconds() - c_start
+        report.compile_s = compile_seconds() - c_start if compiled else 0.0
         return TunedMatrix(layouts, plan, report)
 
     if _too_small_to_tune(A, workload):
         rep = Report("baseline (workload too small for tuning to pay off)", effort, str(workload))
-        return finish([base], Plan.baseline(), rep)
+        return finish([base], Plan.baseline(), rep, compiled=False)
 
     A_csr = as_csr(A)
     from .profile import profile

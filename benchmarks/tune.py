@@ -22,7 +22,7 @@ generated set (``common.LARGE``, full size).  For each matrix (float64):
    ratios of those medians.  The same group times every other operation of
    ``W`` for both plans.
 4. **regret** — workload cost = build + Σ calls × time per call, the two
-   plans' products re-timed alone, interleaved over ``REGRET_ROUNDS`` rounds
+   plans' products re-timed alone, interleaved over ``REGRET_ROUNDS`` rounds (order alternating)
    (step 3's three rounds among five peers are too coarse for a few percent),
    and both plans' ``build(A, plan)`` re-timed interleaved;
    regret = tuned cost / oracle cost - 1 (0 when the two plans are equal).
@@ -111,7 +111,7 @@ TIMING = {
 }
 
 
-REGRET_ROUNDS = 9          # tuned vs oracle plan, interleaved
+REGRET_ROUNDS = 15         # tuned vs oracle plan, interleaved (order alternating)
 
 
 def timing_kw(which, scipy_call=None):
