@@ -32,8 +32,9 @@ Flow of one search (``Search.run``):
    minimises build + Σ calls × time within the memory limit.  The copies are
    sampled by TPE but also solved exactly here: it is a small assignment
    over measured layouts, and sampling alone would waste trials on it.
-6. Re-time the finalists (the winner and the runner-ups within 30% of it)
-   and the baseline interleaved, so the winner is not an artefact of a noisy
+6. Re-time the finalists (the winner, the best of each other format within
+   2x of it, the runner-ups within 30%; four at most) and the baseline
+   interleaved, so the winner is not an artefact of a noisy
    moment; keep the fastest, and fall back to the baseline unless it is
    faster on the whole workload, build included.
 """
@@ -68,6 +69,7 @@ EFFORT_SETTINGS = {
 }
 PRUNE_FACTOR = 1.6        # candidates predicted this much slower than the baseline are not measured
 FINALIST_SPREAD = 0.3     # runner-ups this close to the winner's search cost are re-timed beside it
+FINALIST_FORMAT_SPREAD = 1.0  # the best of another format this close is re-timed too
 MAX_FINALISTS = 4
 MODEL_SIGMA = 0.4         # prior spread of log(measured / predicted) cost; refit from 3 measured candidates
 MODEL_SIGMA_RANGE = (0.2, 0.8)
@@ -638,8 +640,9 @@ class Search:
         return Plan(layouts, serves)
 
     def finalists(self, plan, value):
-        """The chosen plan and the runner-ups within FINALIST_SPREAD of its cost
-        (the best plan around each other measured A layout), best first."""
+        """The chosen plan, the best plan of each other format within FINALIST_FORMAT_SPREAD
+        of its cost (a format measured in a slow moment gets a second chance), then the
+        runner-ups within FINALIST_SPREAD; at most MAX_FINALISTS, best first in each group."""
         ok = [c for c in self.candidates.values() if c.ok]
         ah_side = [c for c in ok if c.layout.of == "AH"]
         others = []
@@ -647,11 +650,17 @@ class Search:
             if a.layout.of != "A" or a.layout.format == BASELINE or a.layout in plan.layouts:
                 continue
             best = min([[a]] + [[a, h] for h in ah_side], key=self.plan_cost)
-            cost_a = self.plan_cost(best)
-            if cost_a <= value * (1 + FINALIST_SPREAD):
-                others.append((cost_a, a.layout.key, best))
+            others.append((self.plan_cost(best), a.layout.key, a.layout.format, best))
         others.sort(key=lambda r: r[:2])
-        return [plan] + [self._plan_of(cands) for _, _, cands in others[:MAX_FINALISTS - 1]]
+        chosen, formats_seen = [], {lay.format for lay in plan.layouts}
+        for cost_a, _, fmt, cands in others:                 # the best of each other format
+            if fmt not in formats_seen and cost_a <= value * (1 + FINALIST_FORMAT_SPREAD):
+                chosen.append(cands)
+                formats_seen.add(fmt)
+        for cost_a, _, fmt, cands in others:                 # then the closest runner-ups
+            if cands not in chosen and cost_a <= value * (1 + FINALIST_SPREAD):
+                chosen.append(cands)
+        return [plan] + [self._plan_of(cands) for cands in chosen[:MAX_FINALISTS - 1]]
 
     def confirm(self, plan, value):
         """Re-time the finalists and the baseline interleaved; keep the fastest, the baseline unless beaten.
