@@ -28,8 +28,9 @@ It is a lower bound on traffic: scattered reads of x that miss the cache and
 write-allocate traffic are not counted (nor are they in the triad).
 
 Per-call overhead: on a 1,000-nnz matrix, ``F.matvec(x, out=y)`` against the
-bound kernel alone (the entry point in ``F._bound`` with its arrays bound),
-interleaved; the difference is the Python cost of a product.
+bound kernel alone (the entry point in ``F._bound`` with its arrays bound);
+the overhead, the Python cost of a product, is the median of differences
+timed back to back in 10 rounds of alternating order.
 
 Outputs in ``--out`` (default ``benchmarks/results/``): ``kernels.csv`` (one
 row per measurement or skipped/failed configuration), ``kernels.png``
@@ -401,7 +402,7 @@ def overhead(formats, rounds=5):
     import scipy.sparse as sp
 
     from autosparse import formats as fmts
-    from autosparse.timing import interleaved
+    from autosparse.timing import interleaved, measure
     from autosparse._checks import as_csr
     # tridiagonal, random values: exactly 1,000 nnz, and a sensible shape for every
     # layout (DIA, ELL, BSR and dense included), so kernel times stay small and alike
@@ -431,10 +432,21 @@ def overhead(formats, rounds=5):
         calls[name] = (lambda F=F: F.matvec(x, out=y))
         calls[name + ":kernel"] = (lambda b=bound: b(x, y))
     t = interleaved(calls, rounds=rounds, budget=0.05, min_sample=1e-3)
+    # The overhead is a small difference of two times, and the dense and BSR kernels on
+    # this matrix take 10-50 us: pooled medians taken at different moments differ by more
+    # than the overhead.  So each round times the call and its kernel back to back (in
+    # alternating order) and the overhead is the median of those paired differences.
+    diffs = {name: [] for name in formats if name in calls}
+    for r in range(2 * rounds):
+        for name in diffs:
+            pair = [name, name + ":kernel"] if r % 2 == 0 else [name + ":kernel", name]
+            got = {key: measure(calls[key], budget=0.02, min_sample=1e-3).median for key in pair}
+            diffs[name].append(got[name] - got[name + ":kernel"])
     for name in formats:
         if name not in calls:
             continue
-        full, kern = t[name].median, t[name + ":kernel"].median
+        full = t[name].median
+        kern = full - float(np.median(diffs[name]))
         rows.append(dict(base, candidate=name, status="ok", seconds=full, best_seconds=t[name].best,
                          spread=t[name].spread, samples=t[name].samples, scipy_seconds=t["scipy"].median,
                          speedup_scipy=t["scipy"].median / full,
