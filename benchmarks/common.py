@@ -592,7 +592,7 @@ def rng_vector(n, k=None, seed=0):
     return rng.standard_normal((n,) if k is None else (n, k))
 
 
-# -- outputs shared by the newer benchmarks (tune.py) ----------------------------
+# -- outputs shared by the benchmarks (kernels.py, tune.py) ----------------------------
 
 def write_rows_csv(path, rows, fields) -> None:
     """Rows (dicts) as a CSV with columns ``fields``; None is an empty cell,

@@ -471,11 +471,7 @@ def _default_format(A, name):
 # -- outputs ---------------------------------------------------------------------------------
 
 def write_csv(path, rows):
-    with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=FIELDS, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: _fmt(r.get(k)) for k in FIELDS})
+    C.write_rows_csv(path, rows, FIELDS)
 
 
 NUMERIC = {"rows", "cols", "nnz", "k", "seconds", "best_seconds", "spread", "samples", "scipy_seconds",
@@ -490,14 +486,6 @@ def read_csv(path):
         for r in csv.DictReader(fh):
             rows.append({k: (None if v == "" else float(v) if k in NUMERIC else v) for k, v in r.items()})
     return rows
-
-
-def _fmt(v):
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        return f"{v:.6g}"
-    return v
 
 
 def final_ok(rows, op):
