@@ -19,6 +19,15 @@ DEFAULT_MATVEC = 1000
 _KEYS = "matvec, rmatvec, matmat<k> (e.g. matmat16)"
 
 
+def _matmat_items(mm):
+    """The (k, calls) pairs of a ``matmat`` mapping (None: none), or TypeError."""
+    if mm is None:
+        return ()
+    if not hasattr(mm, "items"):
+        raise TypeError(f"matmat must be a mapping {{k: calls}}, got {type(mm).__name__}")
+    return mm.items()
+
+
 @dataclass(frozen=True)
 class Workload:
     matvec: int = DEFAULT_MATVEC
@@ -28,13 +37,8 @@ class Workload:
     def __post_init__(self):
         object.__setattr__(self, "matvec", check_count(self.matvec, "matvec calls"))
         object.__setattr__(self, "rmatvec", check_count(self.rmatvec, "rmatvec calls"))
-        mm = self.matmat
-        if mm is None:
-            mm = {}
-        if not hasattr(mm, "items"):
-            raise TypeError(f"matmat must be a mapping {{k: calls}}, got {type(mm).__name__}")
         clean = {}
-        for k, calls in mm.items():
+        for k, calls in _matmat_items(self.matmat):
             k = check_count(k, "matmat column count k")
             if k < 1:
                 raise ValueError("matmat column count k must be at least 1")
@@ -84,13 +88,8 @@ class Workload:
         unknown = set(d) - {"matvec", "rmatvec", "matmat"}
         if unknown:
             raise ValueError(f"unknown workload key(s) {sorted(unknown)}; accepted: matvec, rmatvec, matmat")
-        mm = d.get("matmat")
-        if mm is None:
-            mm = {}
-        if not hasattr(mm, "items"):
-            raise TypeError(f"matmat must be a mapping {{k: calls}}, got {type(mm).__name__}")
         matmat = {}
-        for k, v in mm.items():
+        for k, v in _matmat_items(d.get("matmat")):
             if isinstance(k, str):            # JSON keys: "16"
                 if not re.fullmatch(r"\s*\d+\s*", k):
                     raise ValueError(f"matmat column count k must be a positive integer, got {k!r}")
