@@ -13,6 +13,7 @@ import numpy as np
 
 from . import formats, timing
 from ._checks import as_csr
+from .formats import baseline as _baseline
 from .kernels._runtime import compile_seconds
 from .operator import TunedMatrix
 from .plan import BASELINE, Plan
@@ -46,31 +47,37 @@ def tune(A, workload=None, *, effort="measure", time_limit=None, memory_limit=No
     seed : int — random operands and the sampler; results are reproducible
         apart from timing noise.
     """
+    # The path to a one-call workload's answer is a few microseconds long: on a small
+    # matrix tune() plus one product must cost no more than SciPy's product alone.
     t_start = timing.clock()
-    c_start = compile_seconds()
     if effort not in EFFORTS:
         raise ValueError(f"unknown effort {effort!r}; accepted: {', '.join(EFFORTS)}")
-    time_limit = _positive(time_limit, "time_limit", numbers.Real)
-    memory_limit = _positive(memory_limit, "memory_limit", numbers.Integral)
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+    if time_limit is not None:
+        time_limit = _positive(time_limit, "time_limit", numbers.Real)
+    if memory_limit is not None:
+        memory_limit = _positive(memory_limit, "memory_limit", numbers.Integral)
+    if type(seed) is not int and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
         raise TypeError(f"seed must be an integer, got {type(seed).__name__}")
     if not 0 <= seed < 2**32:
         raise ValueError(f"seed must be in [0, 2**32 - 1], got {seed}")
-    workload = Workload.coerce(workload)
-    base = formats.get(BASELINE).from_csr(A)          # validates A; copies nothing
+    if type(workload) is not Workload:
+        workload = Workload.coerce(workload)
+    base = _baseline.from_csr(A)                     # validates A; copies nothing
     if memory_limit is not None and memory_limit < base.nbytes:
         raise ValueError(f"memory_limit={memory_limit} bytes is below the {base.nbytes} bytes the matrix "
                          "itself takes (the SciPy baseline); raise it or pass None")
+
+    if _too_small_to_tune(base, workload):
+        rep = Report(_TOO_SMALL, effort, str(workload), plan=_BASELINE_PLAN, tuning_s=timing.clock() - t_start)
+        return TunedMatrix._of_baseline(base, _BASELINE_PLAN, rep)
+
+    c_start = compile_seconds()                       # nothing before this point compiles
 
     def finish(layouts, plan, report, compiled=True):
         report.plan = plan
         report.tuning_s = timing.clock() - t_start
         report.compile_s = compile_seconds() - c_start if compiled else 0.0
         return TunedMatrix(layouts, plan, report)
-
-    if _too_small_to_tune(A, workload):
-        rep = Report("baseline (workload too small for tuning to pay off)", effort, str(workload))
-        return finish([base], Plan.baseline(), rep, compiled=False)
 
     A_csr = as_csr(A)
     from .profile import profile
@@ -163,13 +170,21 @@ def _build_layouts(A_csr, plan: Plan, base):
     return out
 
 
-def _too_small_to_tune(A, workload) -> bool:
+_TOO_SMALL = "baseline (workload too small for tuning to pay off)"
+_BASELINE_PLAN = Plan.baseline()
+
+
+def _too_small_to_tune(base, workload) -> bool:
     """O(1): can even the best layout repay a minimal search?  (OSKI's rule, before starting.)"""
-    if workload.total_calls == 0 or A.shape[0] == 0 or A.shape[1] == 0 or A.nnz == 0:
+    calls = workload.vector_equivalents()               # 0 exactly when there are no calls
+    if BEST_CASE_SAVING * calls <= MIN_SEARCH_PRODUCTS:  # whatever the matrix
         return True
-    m, n = A.shape
-    t_product = A.nnz * 1.5e-9 + (m + n) * 1e-9 + 2e-6        # a rough SciPy matvec
-    best_saving = BEST_CASE_SAVING * workload.vector_equivalents() * t_product
+    m, n = base.shape
+    nnz = base.nnz
+    if m == 0 or n == 0 or nnz == 0:
+        return True
+    t_product = nnz * 1.5e-9 + (m + n) * 1e-9 + 2e-6        # a rough SciPy matvec
+    best_saving = BEST_CASE_SAVING * calls * t_product
     return best_saving < MIN_SEARCH_PRODUCTS * t_product + MIN_SEARCH_SECONDS
 
 

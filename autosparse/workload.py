@@ -119,6 +119,8 @@ class Workload:
 
     def vector_equivalents(self) -> float:
         """Calls weighted by columns: the workload in units of one matvec's flops."""
+        if not self.matmat:
+            return self.matvec + self.rmatvec
         return self.matvec + self.rmatvec + sum(k * c for k, c in self.matmat.items())
 
     def workload_class(self) -> str:
@@ -130,13 +132,17 @@ class Workload:
         return ",".join(parts) or "none"
 
     def __str__(self):
-        parts = []
-        if self.matvec:
-            parts.append(f"matvec={self.matvec}")
-        if self.rmatvec:
-            parts.append(f"rmatvec={self.rmatvec}")
-        parts.extend(f"matmat{k}={c}" for k, c in self.matmat.items())
-        return ",".join(parts) or "matvec=0"
+        text = self.__dict__.get("_text")         # memoised: every tune() reports it
+        if text is None:
+            parts = []
+            if self.matvec:
+                parts.append(f"matvec={self.matvec}")
+            if self.rmatvec:
+                parts.append(f"rmatvec={self.rmatvec}")
+            parts.extend(f"matmat{k}={c}" for k, c in self.matmat.items())
+            text = ",".join(parts) or "matvec=0"
+            object.__setattr__(self, "_text", text)
+        return text
 
     def __hash__(self):
         return hash((self.matvec, self.rmatvec, tuple(self.matmat.items())))
