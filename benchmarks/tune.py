@@ -22,10 +22,12 @@ generated set (``common.LARGE``, full size).  For each matrix (float64):
    ratios of those medians.  The same group times every other operation of
    ``W`` for both plans.
 4. **regret** — workload cost = build + Σ calls × time per call, the two
-   plans' products re-timed alone, interleaved over ``REGRET_ROUNDS`` rounds (order alternating)
-   (step 3's three rounds among five peers are too coarse for a few percent),
-   and both plans' ``build(A, plan)`` re-timed interleaved;
-   regret = tuned cost / oracle cost - 1 (0 when the two plans are equal).
+   plans' products re-timed alone and back to back in each of ``REGRET_ROUNDS``
+   rounds (order alternating; step 3's three rounds among five peers are too
+   coarse for a few percent), and both plans' ``build(A, plan)`` re-timed
+   interleaved; regret = the median over rounds of tuned cost / oracle cost,
+   minus 1 (0 when the two plans are equal).  A per-round ratio cancels the
+   machine's slow spells, which a ratio of pooled medians does not.
 5. **one_call** — ``tune(A, Workload(matvec=1), store=False).matvec(x)``
    against one SciPy ``A @ x``, interleaved: the price of calling tune() when
    tuning cannot pay (target ≤ 1.05×).
@@ -112,6 +114,25 @@ TIMING = {
 
 
 REGRET_ROUNDS = 15         # tuned vs oracle plan, interleaved (order alternating)
+
+
+def paired_regret(pair, W, build, kw, rounds=None):
+    """Workload costs of the tuned and oracle plans, and the regret as the median over rounds
+    of the per-round cost ratio.  The two plans are timed back to back in each round (order
+    alternating), so a slow spell of the shared machine scales both sides of a ratio; the
+    ratio of separately pooled medians let such spells decide between near-equal plans."""
+    from autosparse.timing import interleaved
+    rounds = REGRET_ROUNDS if rounds is None else rounds
+    keys = list(pair)
+    per_round = {lab: [] for lab in ("tuned", "oracle")}
+    for r in range(rounds):
+        order = keys if r % 2 == 0 else keys[::-1]
+        t = interleaved({key: pair[key] for key in order}, rounds=1, **kw)
+        for lab in per_round:
+            per_round[lab].append(build[lab] + sum(c * t[(lab, op, k)].median for op, k, c in W.items()))
+    ratios = [a / b for a, b in zip(per_round["tuned"], per_round["oracle"])]
+    cost = {lab: float(np.median(v)) for lab, v in per_round.items()}
+    return cost, float(np.median(ratios)) - 1.0
 
 
 def timing_kw(which, scipy_call=None):
@@ -285,12 +306,10 @@ class MatrixRun:
                     # noise of the peer group's three rounds
                     pair = {key: calls[key] for key in calls if key[0] in ("tuned", "oracle")}
                     rr, rkw = timing_kw(self.which, calls.get(("scipy", "matvec", 1)))
-                    tp = interleaved(pair, rounds=REGRET_ROUNDS, **rkw)
-                    cost = {lab: b[lab].median + sum(c * tp[(lab, op, k)].median for op, k, c in W.items())
-                            for lab in ("tuned", "oracle")}
+                    cost, regret = paired_regret(pair, W, {lab: b[lab].median for lab in ("tuned", "oracle")}, rkw)
                     self.row(status="ok", build_seconds=b["tuned"].median, oracle_build_seconds=b["oracle"].median,
                              seconds=med.get(("tuned", "matvec", 1)), oracle_cost=cost["oracle"],
-                             tuned_cost=cost["tuned"], regret=cost["tuned"] / cost["oracle"] - 1.0, **orow)
+                             tuned_cost=cost["tuned"], regret=regret, **orow)
         del T, T_o, calls, t
         gc.collect()
 
