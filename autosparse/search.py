@@ -71,6 +71,10 @@ PRUNE_FACTOR = 1.6        # candidates predicted this much slower than the basel
 FINALIST_SPREAD = 0.3     # runner-ups this close to the winner's search cost are re-timed beside it
 FINALIST_FORMAT_SPREAD = 1.0  # the best of another format this close is re-timed too
 MAX_FINALISTS = 4
+NEAR_TIE = 0.08           # finalists this close after the re-timing are timed again, alone, with more rounds
+TIE_SHARE = 0.01          # ... for at most this share of the baseline's workload cost
+TIE_MAX_SECONDS = 0.1     # ... and at most this long (small matrices keep within their tuning bound)
+MAX_TIE_ROUNDS = 25
 MODEL_SIGMA = 0.4         # prior spread of log(measured / predicted) cost; refit from 3 measured candidates
 MODEL_SIGMA_RANGE = (0.2, 0.8)
 
@@ -640,9 +644,11 @@ class Search:
         return Plan(layouts, serves)
 
     def finalists(self, plan, value):
-        """The chosen plan, the best plan of each other format within FINALIST_FORMAT_SPREAD
-        of its cost (a format measured in a slow moment gets a second chance), then the
-        runner-ups within FINALIST_SPREAD; at most MAX_FINALISTS, best first in each group."""
+        """The chosen plan; up to two runner-ups within NEAR_TIE of its cost (index widths
+        and σ of one format are often that close); the best plan of each other format within
+        FINALIST_FORMAT_SPREAD (a format measured in a slow moment gets a second chance);
+        then the runner-ups within FINALIST_SPREAD.  At most MAX_FINALISTS, best first in
+        each group."""
         ok = [c for c in self.candidates.values() if c.ok]
         ah_side = [c for c in ok if c.layout.of == "AH"]
         others = []
@@ -653,6 +659,10 @@ class Search:
             others.append((self.plan_cost(best), a.layout.key, a.layout.format, best))
         others.sort(key=lambda r: r[:2])
         chosen, formats_seen = [], {lay.format for lay in plan.layouts}
+        for cost_a, _, fmt, cands in others[:MAX_FINALISTS - 2]:    # near-ties first, whatever their format
+            if cost_a <= value * (1 + NEAR_TIE):
+                chosen.append(cands)
+                formats_seen.add(fmt)
         for cost_a, _, fmt, cands in others:                 # the best of each other format
             if fmt not in formats_seen and cost_a <= value * (1 + FINALIST_FORMAT_SPREAD):
                 chosen.append(cands)
@@ -685,7 +695,8 @@ class Search:
                 fns[(i, op, k)] = self._call(self._built(c), op, k, c.layout.of)[0]
         # near-ties need more rounds to be told apart; cheap where calls are short.  With
         # the budget spent (large matrices), two rounds of two samples: ~12 products in all
-        if per_plan * (len(plans) + 1) > room:
+        budget_bound = per_plan * (len(plans) + 1) > room
+        if budget_bound:
             kw = dict(rounds=2, min_samples=2)
         else:
             kw = dict(rounds=3 if len(plans) == 1 or per_plan * 5 / 3 * (len(plans) + 1) > room else 5)
@@ -696,6 +707,8 @@ class Search:
         costs = [self.workload_cost({(op, k): t[(i, op, k)].median for op, k, _ in self.ops},
                                     sum(self.candidates[lay].build_s or 0.0 for lay in p.layouts))
                  for i, p in enumerate(plans)]
+        if not budget_bound:
+            baseline = self._break_ties(plans, costs, baseline, fns)
         best = int(np.argmin(costs))
         for i, p in enumerate(plans):
             if i != best:
@@ -711,6 +724,46 @@ class Search:
             return Plan.baseline(), baseline
         self.confirmed = (tuned, baseline)
         return plan, tuned
+
+    def _break_ties(self, plans, costs, baseline, fns):
+        """Time the finalists (and the baseline) within NEAR_TIE of the best again, alone and
+        over more rounds, where the workload is large enough to repay it; updates ``costs``
+        in place and returns the baseline's cost.
+
+        Five short rounds tell 10% apart on a shared machine, not 3%, and the layouts
+        left at this point (index widths, σ of one format) often differ by about that.
+        The value of telling them apart grows with the workload, so does the time spent:
+        TIE_SHARE of it, at most TIE_MAX_SECONDS (and the time limit)."""
+        best = min(min(costs), baseline)
+        ties = [i for i, c in enumerate(costs) if c <= best * (1 + NEAR_TIE)]
+        if baseline <= best * (1 + NEAR_TIE):
+            ties.append("base")
+        if len(ties) < 2:
+            return baseline
+        allowance = min(TIE_SHARE * baseline, TIE_MAX_SECONDS)
+        if self.time_limit is not None:
+            allowance = min(allowance, self.time_limit - self.spent())
+        # one measure(): a warm-up call and three samples of at least timing's 0.2 ms batch
+        per_round = len(ties) * sum(4 * max(self.candidates[Layout(BASELINE)].times.get((op, k), 0.0), 2e-4)
+                                    for op, k, _ in self.ops)
+        rounds = min(MAX_TIE_ROUNDS, int(allowance / max(per_round, 1e-9)))
+        if rounds < 6:
+            return baseline
+        sub = {(i, op, k): fns[(i, op, k)] for i in ties for op, k, _ in self.ops}
+        t = timing.interleaved(sub, rounds=rounds, budget=self._measure_budget() / 2, min_samples=3, max_samples=3)
+        again = {i: self.workload_cost({(op, k): t[(i, op, k)].median for op, k, _ in self.ops},
+                                       0.0 if i == "base" else
+                                       sum(self.candidates[lay].build_s or 0.0 for lay in plans[i].layouts))
+                 for i in ties}
+        self.notes.append(f"near-tie of {len(ties)} re-timed over {rounds} rounds: " +
+                          ", ".join(f"{'scipy()' if i == 'base' else plans[i].describe()} {c:.3g} s"
+                                    for i, c in again.items()))
+        for i, c in again.items():
+            if i == "base":
+                baseline = c
+            else:
+                costs[i] = c
+        return baseline
 
     def _built(self, cand):
         """The candidate's built layout, rebuilt in place when it was released to save memory."""
