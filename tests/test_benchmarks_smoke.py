@@ -99,8 +99,13 @@ def test_tune_quick(tmp_path):
     orc = rows["oracle"]
     assert orc["oracle_plan"] and math.isfinite(float(orc["regret"])) and float(orc["regret"]) > -1
     if orc["oracle_plan"] != orc["plan"]:
+        # the regret is the median of per-round cost ratios, the costs are medians over the same
+        # rounds: two estimates of one ratio, which agree up to the machine's noise
         cost = float(orc["tuned_cost"]) / float(orc["oracle_cost"]) - 1
-        assert abs(cost - float(orc["regret"])) < 1e-4
+        assert float(orc["tuned_cost"]) > 0 and float(orc["oracle_cost"]) > 0
+        assert abs(cost - float(orc["regret"])) < 0.25, (cost, orc["regret"])
+    else:
+        assert float(orc["regret"]) == 0.0
     one = rows["one_call"]
     assert one["plan"] == "scipy()" and float(one["ratio"]) > 0.5     # one call never pays for tuning
     rh = rows["rmatvec_heavy"]
