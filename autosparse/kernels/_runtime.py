@@ -119,6 +119,11 @@ def entry(dispatcher, *args, literals: tuple = ()):
     dispatchers the thread layer is initialised first, and when it is not
     thread-safe the returned callable holds a lock around the launch.
     """
+    quick = _quick_signature(args, literals)
+    if quick is not None:
+        fn = _quick_entries.get((dispatcher, quick))
+        if fn is not None:
+            return fn
     sig = tuple(numba.types.literal(a) if i in literals else numba.typeof(a)
                 for i, a in enumerate(args))
     key = (dispatcher, sig)
@@ -136,7 +141,36 @@ def entry(dispatcher, *args, literals: tuple = ()):
                 with _lock:
                     return _raw(*a)
         _entries[key] = fn
+    if quick is not None:
+        _quick_entries[(dispatcher, quick)] = fn
     return fn
+
+
+# numba.typeof costs ~20 us an array (it builds and interns a type object); binding a
+# kernel of nine arguments took ~150 us, as much as the product of a 100k-nnz matrix.
+# The quick signature keys on exactly what typeof reads: for an ndarray its dtype,
+# ndim, layout and writeability; for scalars their type (and range, for Python ints).
+_quick_entries: dict = {}
+_INT64 = (-2**63, 2**63)
+
+
+def _quick_signature(args, literals):
+    """A hashable stand-in for the numba signature of ``args``, or None (use typeof)."""
+    key = []
+    for i, a in enumerate(args):
+        t = type(a)
+        if t is np.ndarray:
+            f = a.flags
+            key.append((a.dtype, a.ndim, f.c_contiguous or (not f.f_contiguous and None), f.writeable))
+        elif i in literals:
+            key.append((t, a))
+        elif a is None or t is bool or t is float or (t is not int and isinstance(a, np.generic)):
+            key.append(t)
+        elif t is int:
+            key.append((t, _INT64[0] <= a < _INT64[1]))
+        else:
+            return None
+    return tuple(key)
 
 
 @numba.njit(cache=True, nogil=True)
