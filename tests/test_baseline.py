@@ -152,3 +152,61 @@ def test_one_call_tune_still_validates_everything():
         asp.tune(sp.csr_array(A.astype(np.longdouble)), "matvec=1", store=False)
     with pytest.raises(ValueError, match="negative|at least 0|non-negative"):
         asp.tune(A, "matvec=-1", store=False)
+
+
+@pytest.mark.parametrize("kind", [sp.csr_array, sp.csc_matrix], ids=lambda t: t.__name__)
+@pytest.mark.parametrize("dtype", [np.float64, np.complex128])
+def test_large_gathers_run_on_the_threads_and_read_a_as_it_is_now(kind, dtype):
+    from autosparse.kernels._runtime import PARALLEL_MIN_WORK, num_threads
+    n = 2000
+    A = kind(sp.random_array((n, n), density=1.5 * PARALLEL_MIN_WORK / n**2, rng=7, format="csr").astype(dtype))
+    if np.dtype(dtype).kind == "c":
+        A.data = A.data + 1j * np.linspace(-1, 1, A.nnz)
+    F = baseline.from_csr(A)
+    x = rng_vector(n, dtype, 8)
+    gather = F.rmatvec if kind is sp.csc_matrix else F.matvec        # the gather over A's slices
+    expect = (lambda: A.conj().T @ x) if kind is sp.csc_matrix else (lambda: A @ x)
+    bound = len(F._bound)
+    np.testing.assert_allclose(gather(x), expect(), rtol=1e-13, atol=0)
+    if num_threads() > 1:
+        assert len(F._bound) == bound + 1                            # the parallel kernel ran
+    out = np.full(n, np.nan, dtype)
+    assert gather(x, out=out) is out
+    np.testing.assert_allclose(out, expect(), rtol=1e-13, atol=0)
+    A.data *= 2                                                      # changed after wrapping: read anew
+    np.testing.assert_allclose(gather(x), expect(), rtol=1e-13, atol=0)
+    for a in (A.data, A.indices, A.indptr):                          # read-only arrays type differently
+        a.flags.writeable = False
+    np.testing.assert_allclose(gather(x), expect(), rtol=1e-13, atol=0)
+
+
+def test_entry_points_key_on_everything_numba_types_by():
+    """``entry``'s quick signature must separate exactly what numba.typeof separates."""
+    import numba
+    from autosparse.kernels import _runtime as R
+
+    @numba.njit
+    def kernel(a, b, flag, n):
+        return a.sum() + b[0] + n if flag else a.sum()
+
+    base = np.arange(12.0)
+    ro = base.copy()
+    ro.flags.writeable = False
+    cases = {"c": base, "strided": base[::2], "readonly": ro, "float32": base.astype(np.float32),
+             "2d c": base.reshape(3, 4), "2d f": np.asfortranarray(base.reshape(3, 4)),
+             "2d strided": base.reshape(3, 4)[:, ::2]}
+    b = np.ones(3)
+    fns = {}
+    for label, a in cases.items():
+        fns[label] = R.entry(kernel, a, b, True, 1)
+        assert R.entry(kernel, a, b, True, 1) is fns[label], label           # the quick path hits
+        sig = tuple(numba.typeof(v) for v in (a, b, True, 1))
+        assert R._entries[(kernel, sig)] is fns[label], label                 # and names what typeof names
+        assert fns[label](a, b, True, 1) == a.sum() + 2
+    assert len({id(f) for f in fns.values()}) == len(cases)                   # every type its own entry
+    # Python ints beyond int64 type as uint64; numpy scalars by their dtype; None and bool by type
+    assert R._quick_signature((2**63,), ()) != R._quick_signature((1,), ())
+    assert R._quick_signature((np.uint64(1),), ()) != R._quick_signature((np.int64(1),), ())
+    assert R._quick_signature((None, True), ()) == R._quick_signature((None, False), ())
+    assert R._quick_signature((3,), (0,)) != R._quick_signature((4,), (0,))       # literals by value
+    assert R._quick_signature(([1.0],), ()) is None                                # anything else: typeof

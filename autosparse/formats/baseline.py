@@ -9,10 +9,14 @@ every call.
 
 For CSR and CSC input a vector product calls SciPy's compiled kernel
 (``csr_matvec``/``csc_matvec``, what ``A @ x`` runs) directly: the result is
-SciPy's to the bit, without the ~5 us of Python dispatch ``A @ x`` spends
+SciPy's to the bit, without the ~3-5 us of Python dispatch ``A @ x`` spends
 around it.  On a small matrix that dispatch is a third of the product, and
-the one-call workload is only worth tuning for if ``tune()`` plus one product
-costs no more than SciPy's product alone.
+a one-call workload is only worth tuning for if ``tune()`` plus one product
+costs no more than SciPy's product alone.  Where a product is large enough
+for threads and is a gather over A's slices (A x of CSR, Aᴴ x of CSC), the
+csr layout's parallel kernel runs on A's own arrays instead, summing each row
+in the same order as SciPy.  Either way A is read at call time, as SciPy
+reads it: nothing about A is cached.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from .._checks import VALUE_DTYPES, as_csr, value_dtype
+from .._checks import VALUE_DTYPES, as_csr, unsigned, value_dtype
+from ..kernels import compressed as K
+from ..kernels._runtime import balanced_bounds, entry, use_parallel
 from ._base import MATMAT, MATVEC, RMATMAT, RMATVEC, Format
 
 try:                                      # SciPy's private kernels; A @ x when they move
@@ -40,7 +46,7 @@ NAME = "scipy"
 class Baseline(Format):
     name = NAME
 
-    def __init__(self, A, dtype, direct=None):
+    def __init__(self, A, dtype, direct=None, fmt=None):
         # Format.__init__'s work, spelled out: SciPy has validated shape and nnz already,
         # and this constructor is on the path of every one-call tune()
         m, n = self.shape = A.shape
@@ -55,6 +61,8 @@ class Baseline(Format):
         self._complex = dtype.kind == "c"
         self._AT = None
         self._direct = direct          # SciPy's (forward, adjoint) vector kernels for A's own arrays
+        # which product is a gather over A's compressed slices: A x for CSR, Aᴴ x for CSC
+        self._gathers_adjoint = fmt == "csc"
 
     def arrays(self):
         A = self.matrix
@@ -116,8 +124,27 @@ class Baseline(Format):
         else:
             return None
         A = self.matrix
+        if adjoint == self._gathers_adjoint and use_parallel(self.nnz):
+            self._parallel_gather(A, x, y, conjugate)
+            return y
         self._direct[adjoint](m, n, A.indptr, A.indices, A.data, x.conj() if conjugate else x, y)
         return np.conjugate(y, out=y) if conjugate else y
+
+    def _parallel_gather(self, A, x, y, conjugate):
+        """A x of a CSR A (Aᴴ x of a CSC A) on the threads, by the csr layout's kernel on A's
+        own arrays.  Each row is summed in storage order from 0, as in SciPy's kernel.  The
+        row split is made from A's arrays on every call (a few microseconds on products
+        this large), so a matrix changed after tune() is read as it is, as SciPy would."""
+        ptr, idx, data = A.indptr, A.indices, A.data
+        bounds = balanced_bounds(ptr)
+        args = (bounds.astype(np.uint64), ptr[bounds].astype(np.uint64), unsigned(ptr)[1:], unsigned(idx), data,
+                None, conjugate, x, y)
+        key = (ptr.dtype, idx.dtype, data.dtype, ptr.flags.writeable, idx.flags.writeable, data.flags.writeable,
+               x.flags.writeable, conjugate)
+        fn = self._bound.get(key)
+        if fn is None:
+            fn = self._bound[key] = entry(K.gather_par, *args)
+        fn(*args)
 
     def _matmat(self, op, X, out, n_in, n_out, conj):
         if out is not None or type(X) is not np.ndarray or X.ndim != 2:
@@ -145,7 +172,7 @@ def from_csr(A) -> Baseline:
         idx = A.indices.dtype
         if dtype in VALUE_DTYPES and idx in _NATIVE_INDEX and A.indptr.dtype == idx and _VECTOR_KERNELS \
                 and A.ndim == 2:
-            return Baseline(A, dtype, _VECTOR_KERNELS[fmt])
+            return Baseline(A, dtype, _VECTOR_KERNELS[fmt], fmt)
     if not sp.issparse(A) or A.ndim != 2:
         as_csr(A)                       # raises the standard TypeError or ValueError
     dtype = A.dtype
