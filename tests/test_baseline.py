@@ -157,24 +157,29 @@ def test_one_call_tune_still_validates_everything():
 @pytest.mark.parametrize("kind", [sp.csr_array, sp.csc_matrix], ids=lambda t: t.__name__)
 @pytest.mark.parametrize("dtype", [np.float64, np.complex128])
 def test_large_gathers_run_on_the_threads_and_read_a_as_it_is_now(kind, dtype):
-    from autosparse.kernels._runtime import PARALLEL_MIN_WORK, num_threads
+    from autosparse.kernels._runtime import num_threads
     n = 2000
-    A = kind(sp.random_array((n, n), density=1.5 * PARALLEL_MIN_WORK / n**2, rng=7, format="csr").astype(dtype))
+    A = kind(sp.random_array((n, n), density=1.2 * baseline.PARALLEL_MIN_NNZ / n**2, rng=7,
+                             format="csr").astype(dtype))
     if np.dtype(dtype).kind == "c":
         A.data = A.data + 1j * np.linspace(-1, 1, A.nnz)
     F = baseline.from_csr(A)
     x = rng_vector(n, dtype, 8)
     gather = F.rmatvec if kind is sp.csc_matrix else F.matvec        # the gather over A's slices
     expect = (lambda: A.conj().T @ x) if kind is sp.csc_matrix else (lambda: A @ x)
-    bound = len(F._bound)
     np.testing.assert_allclose(gather(x), expect(), rtol=1e-13, atol=0)
     if num_threads() > 1:
-        assert len(F._bound) == bound + 1                            # the parallel kernel ran
+        assert F._split is not None and F._split[0] is A.indptr      # the parallel kernel ran
     out = np.full(n, np.nan, dtype)
     assert gather(x, out=out) is out
     np.testing.assert_allclose(out, expect(), rtol=1e-13, atol=0)
     A.data *= 2                                                      # changed after wrapping: read anew
     np.testing.assert_allclose(gather(x), expect(), rtol=1e-13, atol=0)
+    A.data = A.data[::-1].copy()                                     # new arrays: a new split
+    A.indices = A.indices.copy()
+    np.testing.assert_allclose(gather(x), expect(), rtol=1e-13, atol=0)
+    if num_threads() > 1:
+        assert F._split[1] is A.indices and F._split[2] is A.data
     for a in (A.data, A.indices, A.indptr):                          # read-only arrays type differently
         a.flags.writeable = False
     np.testing.assert_allclose(gather(x), expect(), rtol=1e-13, atol=0)

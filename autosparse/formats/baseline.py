@@ -39,6 +39,9 @@ except (ImportError, AttributeError):     # pragma: no cover - depends on the Sc
 # Exact types only: a subclass may override what its products do.
 _DIRECT_TYPES = {sp.csr_matrix: "csr", sp.csr_array: "csr", sp.csc_matrix: "csc", sp.csc_array: "csc"}
 _NATIVE_INDEX = (np.dtype(np.int32), np.dtype(np.int64))
+# Threads for the baseline's gathers from here: below it, the first product of a new
+# wrapper (row split, views, launch: ~15 us) ate the gain of a one-call tune().
+PARALLEL_MIN_NNZ = 150_000
 
 NAME = "scipy"
 
@@ -63,6 +66,7 @@ class Baseline(Format):
         self._direct = direct          # SciPy's (forward, adjoint) vector kernels for A's own arrays
         # which product is a gather over A's compressed slices: A x for CSR, Aᴴ x for CSC
         self._gathers_adjoint = fmt == "csc"
+        self._split = None
 
     def arrays(self):
         A = self.matrix
@@ -124,7 +128,7 @@ class Baseline(Format):
         else:
             return None
         A = self.matrix
-        if adjoint == self._gathers_adjoint and use_parallel(self.nnz):
+        if adjoint == self._gathers_adjoint and self.nnz >= PARALLEL_MIN_NNZ and use_parallel(self.nnz):
             self._parallel_gather(A, x, y, conjugate)
             return y
         self._direct[adjoint](m, n, A.indptr, A.indices, A.data, x.conj() if conjugate else x, y)
@@ -132,19 +136,19 @@ class Baseline(Format):
 
     def _parallel_gather(self, A, x, y, conjugate):
         """A x of a CSR A (Aᴴ x of a CSC A) on the threads, by the csr layout's kernel on A's
-        own arrays.  Each row is summed in storage order from 0, as in SciPy's kernel.  The
-        row split is made from A's arrays on every call (a few microseconds on products
-        this large), so a matrix changed after tune() is read as it is, as SciPy would."""
+        own arrays.  Each row is summed in storage order from 0, as in SciPy's kernel.  A is
+        read at call time, as SciPy reads it: the row split and the unsigned views are kept
+        only while A holds the same array objects (any split of the rows is correct; the
+        row starts at its boundaries are read anew on every call)."""
         ptr, idx, data = A.indptr, A.indices, A.data
-        bounds = balanced_bounds(ptr)
-        args = (bounds.astype(np.uint64), ptr[bounds].astype(np.uint64), unsigned(ptr)[1:], unsigned(idx), data,
-                None, conjugate, x, y)
-        key = (ptr.dtype, idx.dtype, data.dtype, ptr.flags.writeable, idx.flags.writeable, data.flags.writeable,
-               x.flags.writeable, conjugate)
-        fn = self._bound.get(key)
-        if fn is None:
-            fn = self._bound[key] = entry(K.gather_par, *args)
-        fn(*args)
+        split = self._split
+        if split is None or split[0] is not ptr or split[1] is not idx or split[2] is not data:
+            bounds = balanced_bounds(ptr)
+            split = self._split = (ptr, idx, data, bounds, bounds.astype(np.uint64), unsigned(ptr)[1:],
+                                   unsigned(idx))
+        _, _, _, bounds, ubounds, ip1, uidx = split
+        args = (ubounds, ptr[bounds].astype(np.uint64), ip1, uidx, data, None, conjugate, x, y)
+        entry(K.gather_par, *args)(*args)
 
     def _matmat(self, op, X, out, n_in, n_out, conj):
         if out is not None or type(X) is not np.ndarray or X.ndim != 2:
