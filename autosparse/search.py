@@ -71,10 +71,14 @@ PRUNE_FACTOR = 1.6        # candidates predicted this much slower than the basel
 FINALIST_SPREAD = 0.3     # runner-ups this close to the winner's search cost are re-timed beside it
 FINALIST_FORMAT_SPREAD = 1.0  # the best of another format this close is re-timed too
 MAX_FINALISTS = 4
-NEAR_TIE = 0.08           # finalists this close after the re-timing are timed again, alone, with more rounds
+NEAR_TIE = 0.2            # finalists this close after the re-timing are timed again, alone, with more rounds
+FINALIST_NEAR = 0.10      # runner-ups this close to the winner's search cost are finalists before other formats
 TIE_SHARE = 0.01          # ... for at most this share of the baseline's workload cost
 TIE_MAX_SECONDS = 0.1     # ... and at most this long (small matrices keep within their tuning bound)
 MAX_TIE_ROUNDS = 25
+LEADERS_SHARE = 0.02      # the OSKI rule waits for every format's leader while the search costs less than this
+WIDTH_TIE = 0.04          # a plan with narrower indices, otherwise equal, wins when this close: fewer bytes
+SUSPECT_FACTOR = 4.0      # a measurement this much slower than the model's prediction is taken again
 MODEL_SIGMA = 0.4         # prior spread of log(measured / predicted) cost; refit from 3 measured candidates
 MODEL_SIGMA_RANGE = (0.2, 0.8)
 
@@ -287,8 +291,15 @@ class Search:
                         cand.error = f"{op} disagrees with SciPy (error {ratio:.3g}x tolerance)"
                         log.warning("rejected %s: %s", lay.key, cand.error)
                         return cand
-                cand.times[(op, k)] = timing.measure(fn, budget=self._measure_budget(),
-                                                     max_samples=self.settings["samples"]).median
+                t = timing.measure(fn, budget=self._measure_budget(), max_samples=self.settings["samples"]).median
+                expect = self.predicted.get(lay, (None, {}))[1].get((op, k))
+                if expect and t > SUSPECT_FACTOR * expect:
+                    # far slower than the model says: a layout the model misjudges, or a stall of the
+                    # shared machine (one made a 30 us layout measure 8 ms, and the search gave up on
+                    # it); a second look costs little against either
+                    t = min(t, timing.measure(fn, budget=self._measure_budget(),
+                                              max_samples=self.settings["samples"]).median)
+                cand.times[(op, k)] = t
             cand.verified = True
         except (ValueError, TypeError, MemoryError) as exc:
             cand.error = f"{type(exc).__name__}: {exc}"
@@ -495,9 +506,21 @@ class Search:
             return "" if self.settings["tpe"] else "candidates exhausted"
         bias, sigma = self._model_error()
         expected = max(expected_improvement(best, p * bias, sigma) for p in untried)
-        if expected < spent:
+        if expected < spent and not self._leaders_owed(spent):
             return (f"OSKI rule: expected further saving {expected:.3g} s < {spent:.3g} s spent")
         return ""
+
+    def _leaders_owed(self, spent) -> bool:
+        """Are leaders (each format's best layout by the model) still unmeasured while the
+        search has cost under LEADERS_SHARE of the baseline's workload?  The model ranks
+        formats less well than it ranks one format's parameters; where the workload is
+        large, one look at each format is cheap insurance (a DIA 40% faster than the
+        SELL measured first was once left unmeasured)."""
+        n_leaders = self.settings["leaders"]
+        if not n_leaders or not any(lay not in self.candidates for lay in self.leaders[:n_leaders]):
+            return False
+        base = self.candidates.get(Layout(BASELINE))
+        return base is not None and bool(base.times) and spent < LEADERS_SHARE * self.workload_cost(base.times, 0.0)
 
     def _model_error(self):
         """(bias, sigma) of log(measured / predicted) workload cost over the
@@ -644,8 +667,9 @@ class Search:
         return Plan(layouts, serves)
 
     def finalists(self, plan, value):
-        """The chosen plan; up to two runner-ups within NEAR_TIE of its cost (index widths
-        and σ of one format are often that close); the best plan of each other format within
+        """The chosen plan; its variant with the narrowest indices (within FINALIST_SPREAD);
+        up to two runner-ups within FINALIST_NEAR of its cost (index widths and σ of one format
+        are often that close); the best plan of each other format within
         FINALIST_FORMAT_SPREAD (a format measured in a slow moment gets a second chance);
         then the runner-ups within FINALIST_SPREAD.  At most MAX_FINALISTS, best first in
         each group."""
@@ -659,8 +683,12 @@ class Search:
             others.append((self.plan_cost(best), a.layout.key, a.layout.format, best))
         others.sort(key=lambda r: r[:2])
         chosen, formats_seen = [], {lay.format for lay in plan.layouts}
+        narrower = [r for r in others if r[0] <= value * (1 + FINALIST_SPREAD)
+                    and narrower_indices(self._plan_of(r[3]), plan)]
+        if narrower:                                         # the narrowest-index variant of the winner
+            chosen.append(min(narrower, key=lambda r: (_width_ranks(self._plan_of(r[3])), r[0]))[3])
         for cost_a, _, fmt, cands in others[:MAX_FINALISTS - 2]:    # near-ties first, whatever their format
-            if cost_a <= value * (1 + NEAR_TIE):
+            if cost_a <= value * (1 + FINALIST_NEAR) and cands not in chosen:
                 chosen.append(cands)
                 formats_seen.add(fmt)
         for cost_a, _, fmt, cands in others:                 # the best of each other format
@@ -710,6 +738,15 @@ class Search:
         if not budget_bound:
             baseline = self._break_ties(plans, costs, baseline, fns)
         best = int(np.argmin(costs))
+        # Narrower indices move fewer bytes and do the same work: within the timing noise of
+        # the winner they are the better bet (measured picks among widths were coin flips)
+        narrow = [i for i, p in enumerate(plans)
+                  if narrower_indices(p, plans[best]) and costs[i] <= costs[best] * (1 + WIDTH_TIE)]
+        if narrow:
+            pick = min(narrow, key=lambda i: (_width_ranks(plans[i]), costs[i]))
+            self.notes.append(f"{plans[pick].describe()} chosen over {plans[best].describe()}: narrower "
+                              f"indices, within {WIDTH_TIE:.0%} ({costs[pick]:.3g} s vs {costs[best]:.3g} s)")
+            best = pick
         for i, p in enumerate(plans):
             if i != best:
                 for lay in p.layouts:
@@ -798,6 +835,35 @@ def _neighbours(a: Layout, b: Layout) -> bool:
     if a.format != b.format or a.of != b.of or a.params.keys() != b.params.keys():
         return False
     return sum(a.params[k] != b.params[k] for k in a.params) == 1
+
+
+_WIDTH_PARAMS = ("index_dtype", "offset_dtype")
+_WIDTH_RANK = {"int16": 0, "int32": 1, "int64": 2}
+
+
+def _width_ranks(plan: Plan) -> tuple:
+    return tuple(_WIDTH_RANK.get(lay.params.get(k), 3) for lay in plan.layouts for k in _WIDTH_PARAMS
+                 if k in lay.params)
+
+
+def narrower_indices(a: Plan, b: Plan) -> bool:
+    """Is ``a`` the plan ``b`` with narrower index widths, and nothing else changed?"""
+    if len(a.layouts) != len(b.layouts) or dict(a.serves) != dict(b.serves):
+        return False
+    narrower = False
+    for la, lb in zip(a.layouts, b.layouts):
+        if la.format != lb.format or la.of != lb.of:
+            return False
+        pa, pb = dict(la.params), dict(lb.params)
+        for k in _WIDTH_PARAMS:
+            wa, wb = pa.pop(k, None), pb.pop(k, None)
+            if wa != wb:
+                if _WIDTH_RANK.get(wa, 3) > _WIDTH_RANK.get(wb, 3):
+                    return False
+                narrower = True
+        if pa != pb:
+            return False
+    return narrower
 
 
 def expected_improvement(best: float, predicted: float, sigma: float) -> float:
