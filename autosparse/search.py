@@ -484,7 +484,10 @@ class Search:
 
     def budget(self, base) -> float:
         """Seconds of search this effort allows (compiles excluded), capped by time_limit."""
-        unit = base.times.get(("matvec", 1)) or sum(base.times.values())
+        # one pass over the workload's operations, as the settings say: a transpose-heavy
+        # workload's candidates are timed on rmatvec too, and the baseline's matvec alone
+        # (threaded for large CSR input) left too little to find its Aᴴ layout
+        unit = sum(base.times.get((op, k), 0.0) for op, k, _ in self.ops) or sum(base.times.values())
         b = self.settings["budget_calls"] * unit
         if self.A.nnz < 1_000_000:
             b = max(b, self.settings["floor"])
