@@ -25,7 +25,6 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._checks import VALUE_DTYPES, as_csr, unsigned, value_dtype
-from ..kernels import compressed as K
 from ..kernels._runtime import balanced_bounds, entry, use_parallel
 from ._base import MATMAT, MATVEC, RMATMAT, RMATVEC, Format
 
@@ -147,6 +146,7 @@ class Baseline(Format):
             split = self._split = (ptr, idx, data, bounds, bounds.astype(np.uint64), unsigned(ptr)[1:],
                                    unsigned(idx))
         _, _, _, bounds, ubounds, ip1, uidx = split
+        from ..kernels import compressed as K     # here: a one-call tune() never loads these kernels
         args = (ubounds, ptr[bounds].astype(np.uint64), ip1, uidx, data, None, conjugate, x, y)
         entry(K.gather_par, *args)(*args)
 
