@@ -56,6 +56,19 @@ def _isolated_plan_store(tmp_path_factory):
 _cache: dict = {}
 
 
+# The tests' parallel cases are sized for this many multiply-adds: the library's own
+# threshold (kernels._runtime.PARALLEL_MIN_WORK) is set for a shared VM and would make
+# them several times larger.  Modules that test both kernel paths lower it to this.
+PARALLEL_TEST_WORK = 40_000
+
+
+@pytest.fixture
+def parallel_from_test_work(monkeypatch):
+    """Products of PARALLEL_TEST_WORK multiply-adds and more take the parallel kernels."""
+    from autosparse.kernels import _runtime
+    monkeypatch.setattr(_runtime, "PARALLEL_MIN_WORK", PARALLEL_TEST_WORK)
+
+
 def load(entry):
     """The corpus matrix of a manifest entry, read once per session."""
     from autosparse.io import read_matrix

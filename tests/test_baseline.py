@@ -157,10 +157,9 @@ def test_one_call_tune_still_validates_everything():
 @pytest.mark.parametrize("kind", [sp.csr_array, sp.csc_matrix], ids=lambda t: t.__name__)
 @pytest.mark.parametrize("dtype", [np.float64, np.complex128])
 def test_large_gathers_run_on_the_threads_and_read_a_as_it_is_now(kind, dtype):
-    from autosparse.kernels._runtime import num_threads
+    from autosparse.kernels._runtime import PARALLEL_MIN_WORK, num_threads
     n = 2000
-    A = kind(sp.random_array((n, n), density=1.2 * baseline.PARALLEL_MIN_NNZ / n**2, rng=7,
-                             format="csr").astype(dtype))
+    A = kind(sp.random_array((n, n), density=1.2 * PARALLEL_MIN_WORK / n**2, rng=7, format="csr").astype(dtype))
     if np.dtype(dtype).kind == "c":
         A.data = A.data + 1j * np.linspace(-1, 1, A.nnz)
     F = baseline.from_csr(A)

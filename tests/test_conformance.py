@@ -27,9 +27,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from autosparse import formats, verify
-from autosparse.kernels._runtime import PARALLEL_MIN_WORK
 
-from conftest import corpus_params, load, rng_vector
+from conftest import PARALLEL_TEST_WORK as PARALLEL_MIN_WORK, corpus_params, load, rng_vector
+
+pytestmark = pytest.mark.usefixtures("parallel_from_test_work")
 
 VALUE_DTYPES = [np.float32, np.float64, np.complex64, np.complex128]
 INDEX_DTYPES = ["int16", "int32", "int64"]

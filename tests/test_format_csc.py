@@ -13,9 +13,11 @@ import scipy.sparse as sp
 from autosparse import formats, verify
 from autosparse.formats import csc as C
 from autosparse.kernels import compressed as K
-from autosparse.kernels._runtime import PARALLEL_MIN_WORK, entry
+from autosparse.kernels._runtime import entry
 
-from conftest import corpus_params, load, rng_vector
+from conftest import PARALLEL_TEST_WORK as PARALLEL_MIN_WORK, corpus_params, load, rng_vector
+
+pytestmark = pytest.mark.usefixtures("parallel_from_test_work")
 
 
 def stand_in_profile(A, max_codes=4096):

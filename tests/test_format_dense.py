@@ -9,10 +9,11 @@ import scipy.sparse as sp
 
 from autosparse import verify
 from autosparse.formats import dense as DN
-from autosparse.kernels._runtime import PARALLEL_MIN_WORK
 from autosparse.profile import profile
 
-from conftest import rng_vector
+from conftest import PARALLEL_TEST_WORK as PARALLEL_MIN_WORK, rng_vector
+
+pytestmark = pytest.mark.usefixtures("parallel_from_test_work")
 
 OPS = ("matvec", "rmatvec", "matmat", "rmatmat")
 

@@ -13,9 +13,10 @@ import scipy.sparse as sp
 from autosparse import verify
 from autosparse.formats import denseblock as dbh
 from autosparse.formats._grids import DBH_THRESHOLDS, DBH_TILES
-from autosparse.kernels._runtime import PARALLEL_MIN_WORK
 
-from conftest import corpus_params, load, rng_vector, run
+from conftest import PARALLEL_TEST_WORK as PARALLEL_MIN_WORK, corpus_params, load, rng_vector, run
+
+pytestmark = pytest.mark.usefixtures("parallel_from_test_work")
 
 OPS = verify.OPS
 

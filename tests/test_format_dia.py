@@ -20,10 +20,11 @@ import scipy.sparse as sp
 
 from autosparse import verify
 from autosparse.formats import dia as D
-from autosparse.kernels._runtime import PARALLEL_MIN_WORK
 from autosparse.profile import profile
 
-from conftest import corpus_params, load, rng_vector
+from conftest import PARALLEL_TEST_WORK as PARALLEL_MIN_WORK, corpus_params, load, rng_vector
+
+pytestmark = pytest.mark.usefixtures("parallel_from_test_work")
 
 
 def banded(m, n, offsets, dtype=np.float64, seed=0, values=None):

@@ -38,9 +38,6 @@ except (ImportError, AttributeError):     # pragma: no cover - depends on the Sc
 # Exact types only: a subclass may override what its products do.
 _DIRECT_TYPES = {sp.csr_matrix: "csr", sp.csr_array: "csr", sp.csc_matrix: "csc", sp.csc_array: "csc"}
 _NATIVE_INDEX = (np.dtype(np.int32), np.dtype(np.int64))
-# Threads for the baseline's gathers from here: below it, the first product of a new
-# wrapper (row split, views, launch: ~15 us) ate the gain of a one-call tune().
-PARALLEL_MIN_NNZ = 150_000
 
 NAME = "scipy"
 
@@ -127,7 +124,7 @@ class Baseline(Format):
         else:
             return None
         A = self.matrix
-        if adjoint == self._gathers_adjoint and self.nnz >= PARALLEL_MIN_NNZ and use_parallel(self.nnz):
+        if adjoint == self._gathers_adjoint and use_parallel(self.nnz):
             self._parallel_gather(A, x, y, conjugate)
             return y
         self._direct[adjoint](m, n, A.indptr, A.indices, A.data, x.conj() if conjugate else x, y)

@@ -36,9 +36,14 @@ log = logging.getLogger("autosparse")
 # across rows (SELL lanes, DIA rows, BSR blocks), which needs no reassociation.
 FASTMATH = set()     # empty: no fastmath flags (a set, so kernels may derive their own from it)
 
-# Below this many multiply-adds a product runs serially: launching the
-# thread team costs ~8 us here, which is ~16k nnz of serial CSR work at 2 threads.
-PARALLEL_MIN_WORK = 40_000
+# Below this many multiply-adds a product runs serially.  Launching the thread team
+# costs ~8 us here (~16k nnz of serial CSR work at 2 threads), but on a shared VM a
+# team also waits whenever the other core is taken: with 40k, tuned products of the
+# 30-150k-nnz corpus matrices measured up to 2x apart from run to run, the tuner's
+# choices with them (regret against the exhaustive oracle: 79-95% of matrices within
+# 5%, worst +20-98%), for a corpus speed-up of 2.14-2.29x SciPy.  With 150k: 91-93%,
+# worst +7-8%, at 2.19-2.21x.
+PARALLEL_MIN_WORK = 150_000
 
 
 def _writable_dir(path: str) -> bool:
