@@ -140,7 +140,7 @@ def cmd_tune(args):
         note = "measured on the whole workload, conversion included"
         if rep.source == "store":
             note = f"as measured when it was tuned, effort {stored.get('effort') if stored else '?'}"
-        print(f"  speed-up   {speedup:.2f}x over SciPy ({note})")
+        print(f"  speed-up   {speedup:.2f}x over the matrix as given, the scipy() plan ({note})")
     else:
         print("  speed-up   -")
     how = {"search": f"search, effort {rep.effort}, {rep.trials} trial(s)",
