@@ -16,7 +16,8 @@ costs no more than SciPy's product alone.  Where a product is large enough
 for threads and is a gather over A's slices (A x of CSR, Aᴴ x of CSC), the
 csr layout's parallel kernel runs on A's own arrays instead, summing each row
 in the same order as SciPy.  Either way A is read at call time, as SciPy
-reads it: nothing about A is cached.
+reads it; the one thing kept is the threads' row split, and only while A
+holds the same array objects (any split of the rows gives the right sums).
 """
 
 from __future__ import annotations
