@@ -12,9 +12,9 @@ the data, under a key that names the structure, the machine and the code:
   counts rounded to powers of ten);
 * ``machine_id`` - a hash of the CPU model and features as LLVM (numba) sees
   them and numba's thread count;
-* ``kernel_version`` - a hash of the sources of ``autosparse/kernels/*.py``
-  and ``autosparse/formats/*.py`` (not the profiler's kernels): a change in
-  the product code invalidates every answer;
+* ``kernel_version`` - a hash of the code of ``autosparse/kernels/*.py``
+  and ``autosparse/formats/*.py`` (not the profiler's kernels; comments and
+  docstrings left out): a change in the product code invalidates every answer;
 * ``effort`` - stored with the plan; a plan found with more effort satisfies
   a request for less (exhaustive > patient > measure > estimate), and
   ``cache_only`` accepts any stored effort.  A re-tune with at least the
@@ -67,6 +67,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import json
 import logging
 import math
@@ -74,6 +75,7 @@ import os
 import sqlite3
 import threading
 import time
+import tokenize
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,8 +172,9 @@ _NOT_PRODUCT_CODE = {"kernels/profile.py"}
 
 @functools.lru_cache(maxsize=None)
 def kernel_version() -> str:
-    """Hash of the sources of ``autosparse/kernels/*.py`` and ``autosparse/formats/*.py``
-    (the profiler's kernels excepted)."""
+    """Hash of the code of ``autosparse/kernels/*.py`` and ``autosparse/formats/*.py``
+    (the profiler's kernels excepted): their tokens without comments, docstrings and
+    layout, so that editing a comment keeps every stored plan."""
     root = Path(__file__).resolve().parent
     h = hashlib.blake2b(digest_size=8)
     for sub in ("kernels", "formats"):
@@ -179,9 +182,38 @@ def kernel_version() -> str:
             if f"{sub}/{f.name}" in _NOT_PRODUCT_CODE:
                 continue
             h.update(f"{sub}/{f.name}\0".encode())
-            h.update(f.read_bytes())
+            h.update(code_tokens(f.read_bytes()))
             h.update(b"\0")
     return "k-" + h.hexdigest()
+
+
+_LINE_START = {tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.ENCODING, None}
+_LAYOUT = {tokenize.NL, tokenize.COMMENT, tokenize.ENCODING, tokenize.ENDMARKER}
+
+
+def code_tokens(source: bytes) -> bytes:
+    """The tokens that make up what ``source`` does: comments, blank lines, line breaks
+    inside brackets and statements that are only strings (docstrings) left out, and an
+    indentation change recorded as such, not as its spaces.  Source that does not
+    tokenize is hashed as it is."""
+    try:
+        toks = [t for t in tokenize.tokenize(io.BytesIO(source).readline) if t.type not in _LAYOUT]
+    except (tokenize.TokenError, SyntaxError):
+        return source
+    out, i, prev = [], 0, None
+    while i < len(toks):
+        j = i
+        while j < len(toks) and toks[j].type == tokenize.STRING:
+            j += 1
+        if j > i and prev in _LINE_START and (j == len(toks) or toks[j].type == tokenize.NEWLINE):
+            i = j + 1                                   # a bare string statement: no effect
+            continue
+        t = toks[i]
+        out.append(tokenize.tok_name[t.type] if t.type in (tokenize.INDENT, tokenize.DEDENT, tokenize.NEWLINE)
+                   else t.string)
+        prev = t.type
+        i += 1
+    return "\0".join(out).encode()
 
 
 # ---------------------------------------------------------------------------

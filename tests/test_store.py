@@ -131,6 +131,33 @@ def test_key_names_dtype_workload_machine_and_kernels(st, monkeypatch):
     assert st.warm_starts(p, W) == list(CSR.layouts)
 
 
+def test_kernel_version_ignores_comments_docstrings_and_layout_only():
+    code = b'''"""Module doc."""
+import numpy as np
+
+
+def f(x):  # why
+    """What f does."""
+    y = (x +
+         1)
+    return "s" + str(y)
+'''
+    same = b'''"""Another doc, longer,
+over two lines."""
+import numpy as np
+# a new comment
+
+def f(x):
+    """Changed."""
+    y = (x + 1)
+    return "s" + str(y)
+'''
+    assert S.code_tokens(code) == S.code_tokens(same)
+    for edit in (b"x +", b"x -"), (b'"s"', b'"t"'), (b"    return", b"    y = y\n    return"), (b"import numpy", b"import numba"):
+        assert S.code_tokens(code.replace(*edit)) != S.code_tokens(code), edit
+    assert S.code_tokens(b"def f(:\n") == b"def f(:\n"        # does not tokenize: hashed as it is
+
+
 def test_machine_id_and_kernel_version():
     assert S.machine_id(1) != S.machine_id(2)                 # thread count is part of the machine
     assert S.machine_id(2) == S.machine_id(2) and S.machine_id(2).startswith("m-")
