@@ -446,9 +446,17 @@ class Search:
         """Per-operation measured/predicted ratio of the baseline, applied to every prediction."""
         cal = {}
         for op, k, _ in self.ops:
-            pred = cost.predict(self.prof, BASELINE, {}, op, k)
+            pred = self._baseline_prediction(op, k)
             cal[(op, k)] = base.times[(op, k)] / pred if pred > 0 else 1.0
         return cal
+
+    def _baseline_prediction(self, op, k):
+        """The model's seconds for the scipy() plan's product: SciPy's serial kernel, or for
+        a large CSR (CSC) input's A x (Aᴴ x) the threaded csr gather it runs on A's arrays."""
+        threaded = getattr(self.baseline_format, "threaded_gather", None)
+        if threaded is not None and k == 1 and threaded(op):
+            return cost.predict(self.prof, "csr", {"index_dtype": "int32", "values": "full"}, "matvec", 1)
+        return cost.predict(self.prof, BASELINE, {}, op, k)
 
     def rank(self):
         """Candidates ordered by predicted plan cost, pruned; warm starts go first elsewhere."""
@@ -822,7 +830,7 @@ class Search:
     # -- effort="estimate": the model alone ------------------------------------
     def estimate(self):
         """(Plan, predicted cost) from the cost model only; nothing is timed."""
-        base_pred = {(op, k): cost.predict(self.prof, BASELINE, {}, op, k) for op, k, _ in self.ops}
+        base_pred = {(op, k): self._baseline_prediction(op, k) for op, k, _ in self.ops}
         best, best_cost = Plan.baseline(), self.workload_cost(base_pred, 0.0)
         for lay, est, pred, build in self.enumerate():
             if lay.of != "A" or (self.memory_limit is not None and est > self.memory_limit):

@@ -109,6 +109,11 @@ class Baseline(Format):
             return super().rmatvec(x, out, conj=conj)
         return self._fresh(RMATVEC, x, conj, 1)
 
+    def threaded_gather(self, op) -> bool:
+        """Does vector product ``op`` ("matvec"/"rmatvec") run the threaded csr gather?"""
+        return (self._direct is not None and op == (RMATVEC if self._gathers_adjoint else MATVEC)
+                and use_parallel(self.nnz))
+
     def _direct_product(self, adjoint, x, out, conjugate):
         """A x or Aᵀ x (conj(Aᵀ conj(x)) when ``conjugate``) by SciPy's kernel on A's own
         arrays; None when ``x`` or ``out`` needs the general path (a cast, or an error)."""
