@@ -214,3 +214,23 @@ def test_entry_points_key_on_everything_numba_types_by():
     assert R._quick_signature((None, True), ()) == R._quick_signature((None, False), ())
     assert R._quick_signature((3,), (0,)) != R._quick_signature((4,), (0,))       # literals by value
     assert R._quick_signature(([1.0],), ()) is None                                # anything else: typeof
+
+
+@pytest.mark.parametrize("fmt", ["scipy", "csr", "ell"])
+def test_overlap_is_caught_after_a_disjoint_pair_was_remembered(fmt):
+    """``disjoint`` remembers the last pair of views found apart; any other pair is checked."""
+    from autosparse import formats
+    from autosparse.formats._base import disjoint
+    A = sp.csr_array(sp.random_array((40, 40), density=0.2, rng=3, format="csr"))
+    F = baseline.from_csr(A) if fmt == "scipy" else formats.convert(A, fmt)
+    buf = rng_vector(120, np.float64, 5)
+    x, out = buf[:40], buf[60:100]                                  # views of one buffer, apart
+    for _ in range(3):
+        np.testing.assert_allclose(F.matvec(x, out=out), A @ x, rtol=1e-13)
+    assert disjoint(x, out)
+    with pytest.raises(ValueError, match="overlap"):
+        F.matvec(buf[:40], out=buf[20:60])                            # the same buffer, overlapping
+    with pytest.raises(ValueError, match="overlap"):
+        F.matvec(x, out=buf[30:70])                                   # the remembered x, another out
+    assert not disjoint(x, x) and not disjoint(buf[:40], buf[39:79])
+    np.testing.assert_allclose(F.matvec(x, out=out), A @ x, rtol=1e-13)   # the remembered pair still works

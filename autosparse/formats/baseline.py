@@ -27,7 +27,7 @@ import scipy.sparse as sp
 
 from .._checks import VALUE_DTYPES, as_csr, unsigned, value_dtype
 from ..kernels._runtime import balanced_bounds, entry, use_parallel
-from ._base import MATMAT, MATVEC, RMATMAT, RMATVEC, Format
+from ._base import MATMAT, MATVEC, RMATMAT, RMATVEC, Format, disjoint
 
 try:                                      # SciPy's private kernels; A @ x when they move
     from scipy.sparse import _sparsetools
@@ -123,8 +123,7 @@ class Baseline(Format):
         if out is None:
             y = np.zeros(m, x.dtype)                   # SciPy's kernels add into their output
         elif (type(out) is np.ndarray and out.dtype == x.dtype and out.shape == (m,) and out.flags.c_contiguous
-              and out.flags.writeable and out is not x
-              and not ((out.base is not None or x.base is not None) and np.may_share_memory(out, x))):
+              and out.flags.writeable and disjoint(x, out)):
             y = out
             y.fill(0)
         else:
