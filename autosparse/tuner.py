@@ -68,15 +68,16 @@ def tune(A, workload=None, *, effort="measure", time_limit=None, memory_limit=No
                          "itself takes (the SciPy baseline); raise it or pass None")
 
     if _too_small_to_tune(base, workload):
-        rep = Report(_TOO_SMALL, effort, str(workload), plan=_BASELINE_PLAN, tuning_s=timing.clock() - t_start)
-        return TunedMatrix._of_baseline(base, _BASELINE_PLAN, rep)
+        plan = Plan.baseline()
+        rep = Report(_TOO_SMALL, effort, str(workload), plan=plan, tuning_s=timing.clock() - t_start)
+        return TunedMatrix._of_baseline(base, plan, rep)
 
     c_start = compile_seconds()                       # nothing before this point compiles
 
-    def finish(layouts, plan, report, compiled=True):
+    def finish(layouts, plan, report):
         report.plan = plan
         report.tuning_s = timing.clock() - t_start
-        report.compile_s = compile_seconds() - c_start if compiled else 0.0
+        report.compile_s = compile_seconds() - c_start
         return TunedMatrix(layouts, plan, report)
 
     A_csr = as_csr(A)
@@ -171,7 +172,6 @@ def _build_layouts(A_csr, plan: Plan, base):
 
 
 _TOO_SMALL = "baseline (workload too small for tuning to pay off)"
-_BASELINE_PLAN = Plan.baseline()
 
 
 def _too_small_to_tune(base, workload) -> bool:
