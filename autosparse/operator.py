@@ -41,28 +41,27 @@ class TunedMatrix(LinearOperator):
     def __init__(self, layouts, plan: Plan, report=None, *, _mode=_A):
         layouts = tuple(layouts)
         base = layouts[0]
-        side = plan.layouts[0].of
-        m, n = base.shape if side == "A" else base.shape[::-1]
-        self._layouts = layouts
-        self.plan = plan
-        self.report = report
-        self._mode = _mode if base.dtype.kind == "c" else {_AT: _AH, _AC: _A}.get(_mode, _mode)
-        self._a_shape = (m, n)
-        # LinearOperator.__init__ only validates and sets these two (~4 us, a fifth of
-        # a one-call tune()); the layouts' shapes and dtypes are validated already
-        self.dtype = base.dtype
-        self.shape = (m, n) if self._mode in (_A, _AC) else (n, m)
-        if self._mode == _A and side == "A" and plan.serves["matvec"] == 0:
-            self._fwd = base.matvec           # the common route, without _product's closures
+        a_shape = base.shape if plan.layouts[0].of == "A" else base.shape[::-1]
+        mode = _mode if base.dtype.kind == "c" else {_AT: _AH, _AC: _A}.get(_mode, _mode)
+        self._fill(layouts, plan, report, mode, a_shape, base.dtype)
 
     @classmethod
     def _of_baseline(cls, base, plan: Plan, report):
-        """``TunedMatrix([base], plan, report)`` for a baseline plan, in a third of the time
-        (it is most of a one-call tune())."""
+        """``TunedMatrix([base], plan, report)`` for a baseline plan, without the checks that
+        plan needs none of (0.7 us of a one-call tune()'s ~5)."""
         self = object.__new__(cls)
-        self.__dict__.update(_layouts=(base,), plan=plan, report=report, _mode=_A, _a_shape=base.shape,
-                             dtype=base.dtype, shape=base.shape, _fwd=base.matvec)
+        self._fill((base,), plan, report, _A, base.shape, base.dtype)
         return self
+
+    def _fill(self, layouts, plan, report, mode, a_shape, dtype):
+        # LinearOperator.__init__ only validates and sets dtype and shape (~4 us, a fifth
+        # of a one-call tune()); the layouts' shapes and dtypes are validated already
+        m, n = a_shape
+        self.__dict__.update(_layouts=layouts, plan=plan, report=report, _mode=mode, _a_shape=(m, n),
+                             dtype=dtype, shape=(m, n) if mode in (_A, _AC) else (n, m))
+        i = plan.serves["matvec"]
+        if mode == _A and plan.layouts[i].of == "A":
+            self._fwd = layouts[i].matvec        # the common route, without _product's closures
 
     # The four product callables are routed on first use (``__getattr__`` runs only
     # while an attribute is missing): a one-call tune() never pays for the other three.
