@@ -113,8 +113,7 @@ class Format:
         n_out = self.shape[0] if op == MATVEC else self.shape[1]
         if out is None:
             out = np.empty(n_out, x.dtype)
-        elif not (type(out) is np.ndarray and out.dtype == x.dtype and out.shape == (n_out,)
-                  and out.flags.c_contiguous and out.flags.writeable) or not disjoint(x, out):
+        elif not fits_vector_out(out, x, n_out):
             return None                          # the full path explains what is wrong
         if fn(x, out) and self.padded and not _all_finite(x):
             self._exact_product(op, x, out, conj)
@@ -219,6 +218,13 @@ class Format:
 # output line before writing it is a third of a multi-vector product's traffic.
 STREAM_MIN_BYTES = 64 << 20
 STREAM_ALIGN = 64
+
+
+def fits_vector_out(out, x, n_out) -> bool:
+    """Can ``out`` take a vector product of ``x`` as it is: an ndarray of x's dtype and shape
+    (n_out,), C-contiguous, writeable, apart from x?  (False: the full checks explain why.)"""
+    return (type(out) is np.ndarray and out.dtype == x.dtype and out.shape == (n_out,)
+            and out.flags.c_contiguous and out.flags.writeable and disjoint(x, out))
 
 
 _DISJOINT = [None]     # (weakref to x, weakref to out) of the last pair found not to overlap

@@ -27,7 +27,7 @@ import scipy.sparse as sp
 
 from .._checks import VALUE_DTYPES, as_csr, unsigned, value_dtype
 from ..kernels._runtime import balanced_bounds, entry, use_parallel
-from ._base import MATMAT, MATVEC, RMATMAT, RMATVEC, Format, disjoint
+from ._base import MATMAT, MATVEC, RMATMAT, RMATVEC, Format, fits_vector_out
 
 try:                                      # SciPy's private kernels; A @ x when they move
     from scipy.sparse import _sparsetools
@@ -122,8 +122,7 @@ class Baseline(Format):
             return None
         if out is None:
             y = np.zeros(m, x.dtype)                   # SciPy's kernels add into their output
-        elif (type(out) is np.ndarray and out.dtype == x.dtype and out.shape == (m,) and out.flags.c_contiguous
-              and out.flags.writeable and disjoint(x, out)):
+        elif fits_vector_out(out, x, m):
             y = out
             y.fill(0)
         else:
@@ -144,12 +143,11 @@ class Baseline(Format):
         ptr, idx, data = A.indptr, A.indices, A.data
         split = self._split
         if split is None or split[0] is not ptr or split[1] is not idx or split[2] is not data:
-            bounds = balanced_bounds(ptr)
-            split = self._split = (ptr, idx, data, bounds, bounds.astype(np.uint64), unsigned(ptr)[1:],
+            split = self._split = (ptr, idx, data, balanced_bounds(ptr).astype(np.uint64), unsigned(ptr)[1:],
                                    unsigned(idx))
-        _, _, _, bounds, ubounds, ip1, uidx = split
+        _, _, _, bounds, ip1, uidx = split
         from ..kernels import compressed as K     # here: a one-call tune() never loads these kernels
-        args = (ubounds, ptr[bounds].astype(np.uint64), ip1, uidx, data, None, conjugate, x, y)
+        args = (bounds, ptr[bounds].astype(np.uint64), ip1, uidx, data, None, conjugate, x, y)
         entry(K.gather_par, *args)(*args)
 
     def _matmat(self, op, X, out, n_in, n_out, conj):
