@@ -32,10 +32,13 @@ Flow of one search (``Search.run``):
    minimises build + Σ calls × time within the memory limit.  The copies are
    sampled by TPE but also solved exactly here: it is a small assignment
    over measured layouts, and sampling alone would waste trials on it.
-6. Re-time the finalists (the winner, the best of each other format within
-   2x of it, the runner-ups within 30%; four at most) and the baseline
-   interleaved, so the winner is not an artefact of a noisy
-   moment; keep the fastest, and fall back to the baseline unless it is
+6. Re-time the finalists (``finalists``: the winner, its narrowest-index
+   variant, its near-ties, the best of each other format within 2x of it,
+   the runner-ups within 30%; four at most) and the baseline interleaved, so
+   the winner is not an artefact of a noisy moment.  Where the workload
+   repays it, the ones still within NEAR_TIE are timed again over more
+   rounds (``_break_ties``).  Keep the fastest - a plan with narrower indices
+   when it is within WIDTH_TIE - and fall back to the baseline unless it is
    faster on the whole workload, build included.
 """
 
@@ -71,8 +74,8 @@ PRUNE_FACTOR = 1.6        # candidates predicted this much slower than the basel
 FINALIST_SPREAD = 0.3     # runner-ups this close to the winner's search cost are re-timed beside it
 FINALIST_FORMAT_SPREAD = 1.0  # the best of another format this close is re-timed too
 MAX_FINALISTS = 4
-NEAR_TIE = 0.2            # finalists this close after the re-timing are timed again, alone, with more rounds
 FINALIST_NEAR = 0.10      # runner-ups this close to the winner's search cost are finalists before other formats
+NEAR_TIE = 0.2            # finalists this close after the re-timing are timed again, alone, with more rounds
 TIE_SHARE = 0.01          # ... for at most this share of the baseline's workload cost
 TIE_MAX_SECONDS = 0.1     # ... and at most this long (small matrices keep within their tuning bound)
 MAX_TIE_ROUNDS = 25
@@ -294,14 +297,15 @@ class Search:
                         cand.error = f"{op} disagrees with SciPy (error {ratio:.3g}x tolerance)"
                         log.warning("rejected %s: %s", lay.key, cand.error)
                         return cand
-                t = timing.measure(fn, budget=self._measure_budget(), max_samples=self.settings["samples"]).median
+                def look():
+                    return timing.measure(fn, budget=self._measure_budget(), max_samples=self.settings["samples"]).median
+                t = look()
                 expect = self.predicted.get(lay, (None, {}))[1].get((op, k))
                 if expect and t > SUSPECT_FACTOR * expect:
                     # far slower than the model says: a layout the model misjudges, or a stall of the
                     # shared machine (one made a 30 us layout measure 8 ms, and the search gave up on
                     # it); a second look costs little against either
-                    t = min(t, timing.measure(fn, budget=self._measure_budget(),
-                                              max_samples=self.settings["samples"]).median)
+                    t = min(t, look())
                 cand.times[(op, k)] = t
             cand.verified = True
         except (ValueError, TypeError, MemoryError) as exc:
@@ -694,25 +698,24 @@ class Search:
             if a.layout.of != "A" or a.layout.format == BASELINE or a.layout in plan.layouts:
                 continue
             best = min([[a]] + [[a, h] for h in ah_side], key=self.plan_cost)
-            others.append((self.plan_cost(best), a.layout.key, a.layout.format, best))
+            others.append((self.plan_cost(best), a.layout.key, a.layout.format, self._plan_of(best)))
         others.sort(key=lambda r: r[:2])
         chosen, formats_seen = [], {lay.format for lay in plan.layouts}
-        narrower = [r for r in others if r[0] <= value * (1 + FINALIST_SPREAD)
-                    and narrower_indices(self._plan_of(r[3]), plan)]
+        narrower = [r for r in others if r[0] <= value * (1 + FINALIST_SPREAD) and narrower_indices(r[3], plan)]
         if narrower:                                         # the narrowest-index variant of the winner
-            chosen.append(min(narrower, key=lambda r: (_width_ranks(self._plan_of(r[3])), r[0]))[3])
-        for cost_a, _, fmt, cands in others[:MAX_FINALISTS - 2]:    # near-ties first, whatever their format
-            if cost_a <= value * (1 + FINALIST_NEAR) and cands not in chosen:
-                chosen.append(cands)
+            chosen.append(min(narrower, key=lambda r: (_width_ranks(r[3]), r[0]))[3])
+        for cost_a, _, fmt, p in others[:MAX_FINALISTS - 2]:        # near-ties first, whatever their format
+            if cost_a <= value * (1 + FINALIST_NEAR) and p not in chosen:
+                chosen.append(p)
                 formats_seen.add(fmt)
-        for cost_a, _, fmt, cands in others:                 # the best of each other format
+        for cost_a, _, fmt, p in others:                     # the best of each other format
             if fmt not in formats_seen and cost_a <= value * (1 + FINALIST_FORMAT_SPREAD):
-                chosen.append(cands)
+                chosen.append(p)
                 formats_seen.add(fmt)
-        for cost_a, _, fmt, cands in others:                 # then the closest runner-ups
-            if cands not in chosen and cost_a <= value * (1 + FINALIST_SPREAD):
-                chosen.append(cands)
-        return [plan] + [self._plan_of(cands) for cands in chosen[:MAX_FINALISTS - 1]]
+        for cost_a, _, fmt, p in others:                     # then the closest runner-ups
+            if p not in chosen and cost_a <= value * (1 + FINALIST_SPREAD):
+                chosen.append(p)
+        return [plan] + chosen[:MAX_FINALISTS - 1]
 
     def confirm(self, plan, value):
         """Re-time the finalists and the baseline interleaved; keep the fastest, the baseline unless beaten.
@@ -746,8 +749,7 @@ class Search:
         base_times = {(op, k): t[("base", op, k)].median for op, k, _ in self.ops}
         base.times.update(base_times)
         baseline = self.workload_cost(base_times, 0.0)
-        costs = [self.workload_cost({(op, k): t[(i, op, k)].median for op, k, _ in self.ops},
-                                    sum(self.candidates[lay].build_s or 0.0 for lay in p.layouts))
+        costs = [self.workload_cost({(op, k): t[(i, op, k)].median for op, k, _ in self.ops}, self._build_s(p))
                  for i, p in enumerate(plans)]
         if not budget_bound:
             baseline = self._break_ties(plans, costs, baseline, fns)
@@ -803,8 +805,7 @@ class Search:
         sub = {(i, op, k): fns[(i, op, k)] for i in ties for op, k, _ in self.ops}
         t = timing.interleaved(sub, rounds=rounds, budget=self._measure_budget() / 2, min_samples=3, max_samples=3)
         again = {i: self.workload_cost({(op, k): t[(i, op, k)].median for op, k, _ in self.ops},
-                                       0.0 if i == "base" else
-                                       sum(self.candidates[lay].build_s or 0.0 for lay in plans[i].layouts))
+                                       0.0 if i == "base" else self._build_s(plans[i]))
                  for i in ties}
         self.notes.append(f"near-tie of {len(ties)} re-timed over {rounds} rounds: " +
                           ", ".join(f"{'scipy()' if i == 'base' else plans[i].describe()} {c:.3g} s"
@@ -815,6 +816,10 @@ class Search:
             else:
                 costs[i] = c
         return baseline
+
+    def _build_s(self, plan) -> float:
+        """Measured seconds to build the layouts of ``plan``."""
+        return sum(self.candidates[lay].build_s or 0.0 for lay in plan.layouts)
 
     def _built(self, cand):
         """The candidate's built layout, rebuilt in place when it was released to save memory."""
