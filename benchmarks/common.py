@@ -384,6 +384,20 @@ def triad_bandwidth(n: int = 16_000_000, rounds: int = 5, triad: Triad | None = 
     return triad.nbytes / t.median
 
 
+def back_to_back(calls: dict, keys, rounds: int, **measure_kw) -> dict:
+    """{key: [median seconds per round]}: in each round ``calls[key]`` for every key, timed
+    one right after the other, the order reversed every other round.  Ratios or differences
+    taken within a round cancel the shared machine's slow spells, which pooled medians do
+    not (``autosparse.timing.measure`` takes ``measure_kw``)."""
+    from autosparse.timing import measure
+    keys = list(keys)
+    per_round = {key: [] for key in keys}
+    for r in range(rounds):
+        for key in (keys if r % 2 == 0 else keys[::-1]):
+            per_round[key].append(measure(calls[key], **measure_kw).median)
+    return per_round
+
+
 def bytes_moved(nbytes: int, shape, op: str, k: int = 1, itemsize: int = 8) -> int:
     """Bytes a product must move at the least: the stored matrix once, the
     input once and the output written once (``k`` columns for matmat).  A

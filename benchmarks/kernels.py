@@ -402,7 +402,7 @@ def overhead(formats, rounds=5):
     import scipy.sparse as sp
 
     from autosparse import formats as fmts
-    from autosparse.timing import interleaved, measure
+    from autosparse.timing import interleaved
     from autosparse._checks import as_csr
     # tridiagonal, random values: exactly 1,000 nnz, and a sensible shape for every
     # layout (DIA, ELL, BSR and dense included), so kernel times stay small and alike
@@ -436,12 +436,10 @@ def overhead(formats, rounds=5):
     # this matrix take 10-50 us: pooled medians taken at different moments differ by more
     # than the overhead.  So each round times the call and its kernel back to back (in
     # alternating order) and the overhead is the median of those paired differences.
-    diffs = {name: [] for name in formats if name in calls}
-    for r in range(2 * rounds):
-        for name in diffs:
-            pair = [name, name + ":kernel"] if r % 2 == 0 else [name + ":kernel", name]
-            got = {key: measure(calls[key], budget=0.02, min_sample=1e-3).median for key in pair}
-            diffs[name].append(got[name] - got[name + ":kernel"])
+    names = [n for n in formats if n in calls]
+    got = C.back_to_back(calls, [key for n in names for key in (n, n + ":kernel")], 2 * rounds,
+                         budget=0.02, min_sample=1e-3)        # each pair stays adjacent, either way round
+    diffs = {n: [a - b for a, b in zip(got[n], got[n + ":kernel"])] for n in names}
     for name in formats:
         if name not in calls:
             continue

@@ -119,32 +119,21 @@ REGRET_ROUNDS = 15         # tuned vs oracle plan, interleaved (order alternatin
 
 def paired_ratio(calls, a, b, rounds, kw):
     """Median seconds of calls[a] and calls[b], and the median over rounds of their per-round
-    ratio (timed back to back, order alternating: see ``paired_regret``)."""
-    from autosparse.timing import interleaved
-    per_round = {a: [], b: []}
-    for r in range(rounds):
-        order = (a, b) if r % 2 == 0 else (b, a)
-        t = interleaved({k: calls[k] for k in order}, rounds=1, **kw)
-        for k in order:
-            per_round[k].append(t[k].median)
+    ratio (``common.back_to_back``)."""
+    per_round = C.back_to_back(calls, (a, b), rounds, **kw)
     ratios = [x / y for x, y in zip(per_round[a], per_round[b])]
     return {k: float(np.median(v)) for k, v in per_round.items()}, float(np.median(ratios))
 
 
 def paired_regret(pair, W, build, kw, rounds=None):
     """Workload costs of the tuned and oracle plans, and the regret as the median over rounds
-    of the per-round cost ratio.  The two plans are timed back to back in each round (order
-    alternating), so a slow spell of the shared machine scales both sides of a ratio; the
-    ratio of separately pooled medians let such spells decide between near-equal plans."""
-    from autosparse.timing import interleaved
+    of the per-round cost ratio.  The two plans are timed back to back in each round
+    (``common.back_to_back``), so a slow spell of the shared machine scales both sides of a
+    ratio; the ratio of separately pooled medians let such spells decide between near-equal plans."""
     rounds = REGRET_ROUNDS if rounds is None else rounds
-    keys = list(pair)
-    per_round = {lab: [] for lab in ("tuned", "oracle")}
-    for r in range(rounds):
-        order = keys if r % 2 == 0 else keys[::-1]
-        t = interleaved({key: pair[key] for key in order}, rounds=1, **kw)
-        for lab in per_round:
-            per_round[lab].append(build[lab] + sum(c * t[(lab, op, k)].median for op, k, c in W.items()))
+    t = C.back_to_back(pair, pair, rounds, **kw)
+    per_round = {lab: [build[lab] + sum(c * t[(lab, op, k)][r] for op, k, c in W.items()) for r in range(rounds)]
+                 for lab in ("tuned", "oracle")}
     ratios = [a / b for a, b in zip(per_round["tuned"], per_round["oracle"])]
     cost = {lab: float(np.median(v)) for lab, v in per_round.items()}
     return cost, float(np.median(ratios)) - 1.0
@@ -331,7 +320,6 @@ class MatrixRun:
     # .. step 5: one call ...........................................................................
     def one_call(self):
         import autosparse as asp
-        from autosparse.timing import interleaved
         A = self.A
         W1 = asp.Workload.coerce(ONE_CALL)
         x, _ = operand(A, "matvec", seed=0)
