@@ -47,8 +47,9 @@ class Baseline(Format):
     name = NAME
 
     def __init__(self, A, dtype, direct=None, fmt=None):
-        # Format.__init__'s work, spelled out: SciPy has validated shape and nnz already,
-        # and this constructor is on the path of every one-call tune()
+        # Format.__init__'s work, spelled out (a field added there belongs here too): SciPy
+        # has validated shape and nnz already, and this constructor is on the path of every
+        # one-call tune()
         m, n = self.shape = A.shape
         self.dtype = dtype
         self.nnz = A.nnz
