@@ -16,6 +16,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.sparse.linalg import LinearOperator
 
+from .formats import baseline as _baseline
+from .kernels._runtime import use_parallel
 from .plan import Plan
 
 # The four operators a TunedMatrix can stand for, relative to the tuned A.
@@ -34,6 +36,8 @@ class TunedMatrix(LinearOperator):
     nbytes : int           bytes of all layouts' arrays
     """
 
+    _mode = _A                          # which operator this is: A, or a view of it (.T, .H, conj)
+
     def __new__(cls, *args, **kwargs):
         # LinearOperator.__new__ only warns about subclasses without _matvec/_matmat
         return object.__new__(cls)
@@ -46,19 +50,47 @@ class TunedMatrix(LinearOperator):
         self._fill(layouts, plan, report, mode, a_shape, base.dtype)
 
     @classmethod
-    def _of_baseline(cls, base, plan: Plan, report):
-        """``TunedMatrix([base], plan, report)`` for a baseline plan, without the checks that
-        plan needs none of (0.7 us of a one-call tune()'s ~5)."""
+    def _of_baseline(cls, base, report_args):
+        """``TunedMatrix([base], Plan.baseline(), Report(...))`` for tune()'s too-small path,
+        without the checks a baseline plan needs none of.  The Report is built from
+        ``report_args`` = (source, effort, workload, tuning seconds) when first asked for."""
+        base.min_threaded_nnz = ONE_CALL_MIN_THREADED_NNZ
         self = object.__new__(cls)
-        self._fill((base,), plan, report, _A, base.shape, base.dtype)
+        self._layouts = (base,)
+        self.plan = Plan.baseline()
+        self._report_args = report_args
+        self.dtype = base.dtype
+        self.shape = base.shape
+        self._fwd = base.matvec
+        return self
+
+    @staticmethod
+    def _as_given(A, report_args):
+        """tune()'s too-small answer for a CSR or CSC that SciPy's kernels take as it is (see
+        ``_AsGiven``), or None for any other matrix."""
+        parts = _baseline.direct_parts(A)
+        if parts is None:
+            return None
+        self = object.__new__(_AsGiven)
+        self._A = A
+        self._parts = parts
+        self._report_args = report_args
+        self.dtype = parts[1]
+        self.shape = parts[2]
         return self
 
     def _fill(self, layouts, plan, report, mode, a_shape, dtype):
         # LinearOperator.__init__ only validates and sets dtype and shape (~4 us, a fifth
         # of a one-call tune()); the layouts' shapes and dtypes are validated already
         m, n = a_shape
-        self.__dict__.update(_layouts=layouts, plan=plan, report=report, _mode=mode, _a_shape=(m, n),
-                             dtype=dtype, shape=(m, n) if mode in (_A, _AC) else (n, m))
+        # plain attribute stores, never ``__dict__``: touching it turns the instance's inline
+        # attribute values into a dict, and every attribute load on a product call gets slower
+        self._layouts = layouts
+        self.plan = plan
+        self.report = report
+        self._mode = mode
+        self.dtype = dtype
+        self.shape = (m, n) if mode in (_A, _AC) else (n, m)
         i = plan.serves["matvec"]
         if mode == _A and plan.layouts[i].of == "A":
             self._fwd = layouts[i].matvec        # the common route, without _product's closures
@@ -70,6 +102,11 @@ class TunedMatrix(LinearOperator):
     def __getattr__(self, name):
         route = TunedMatrix._ROUTES.get(name)
         if route is None:
+            if name == "report":                 # tune()'s too-small path keeps only its arguments
+                from .search import Report
+                source, effort, workload, seconds = self._report_args
+                self.report = Report(source, effort, str(workload), plan=self.plan, tuning_s=seconds)
+                return self.report
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
         fn = self._product(forward=route[0], block=route[1])
         setattr(self, name, fn)              # an atomic attribute set: safe across threads
@@ -223,6 +260,44 @@ class TunedMatrix(LinearOperator):
         m, n = self.shape
         view = {_A: "", _AH: " (adjoint view)", _AT: " (transpose view)", _AC: " (conjugate view)"}[self._mode]
         return f"<TunedMatrix {m}x{n} {self.dtype} {self.plan.describe()}{view}>"
+
+
+# A product on the threads has fixed costs (the row split, the entry point, waking the
+# workers: 20-50 us) and, on a shared 2-core machine, a neighbour's load can stall one
+# thread: products of 0.2-1 ms measured from 0.65x to 1.34x SciPy's serial one, run to run.
+# Nothing is measured for a workload too small to tune, so its products take the threads
+# only where the split pays whatever happens (2x from 1M entries).
+ONE_CALL_MIN_THREADED_NNZ = 1_000_000
+
+
+class _AsGiven(TunedMatrix):
+    """The matrix as given, for a workload too small to tune, when it is a CSR or CSC that
+    SciPy's kernels take as it is.  Its A x runs SciPy's kernel on A's arrays from this
+    class's own frame; the Baseline layout behind every other product, view or attribute
+    is made on first use.  tune() plus one A x of a small matrix must cost no more than
+    SciPy's ``A @ x`` alone (3 us of dispatch around its kernel), and a second object,
+    a second frame per call and the attribute stores they take are a third of that."""
+
+    plan = Plan.baseline()
+
+    def __getattr__(self, name):
+        if name == "_layouts":
+            base = _baseline.of_direct(self._A, self._parts)
+            base.min_threaded_nnz = ONE_CALL_MIN_THREADED_NNZ
+            self._layouts = (base,)
+            return self._layouts
+        return TunedMatrix.__getattr__(self, name)
+
+    def matvec(self, x, out=None):
+        m, n = self.shape
+        if out is None and type(x) is np.ndarray and x.dtype == self.dtype and x.shape == (n,) \
+                and x.flags.c_contiguous:
+            (kernels, gathers_adjoint), A = self._parts[0], self._A
+            if gathers_adjoint or len(A.indices) < ONE_CALL_MIN_THREADED_NNZ or not use_parallel(len(A.indices)):
+                y = np.zeros(m, x.dtype)
+                kernels[0](m, n, A.indptr, A.indices, A.data, x, y)
+                return y
+        return TunedMatrix.matvec(self, x, out)         # the threads, or an input SciPy's kernel can't take
 
 
 def _dense(x):

@@ -27,6 +27,13 @@ log = logging.getLogger("autosparse")
 MIN_SEARCH_PRODUCTS = 12
 MIN_SEARCH_SECONDS = 5e-3
 BEST_CASE_SAVING = 0.7      # no layout saves more than this share of the workload
+_FEW_CALLS = MIN_SEARCH_PRODUCTS / BEST_CASE_SAVING     # below: not worth a search, whatever the matrix
+
+# tune()'s too-small path as module globals: a one-call tune() has about a microsecond
+_clock = timing.clock
+_from_csr = _baseline.from_csr
+_of_baseline = TunedMatrix._of_baseline
+_as_given = TunedMatrix._as_given
 
 
 def tune(A, workload=None, *, effort="measure", time_limit=None, memory_limit=None, store=None, seed=0) -> TunedMatrix:
@@ -49,28 +56,29 @@ def tune(A, workload=None, *, effort="measure", time_limit=None, memory_limit=No
     """
     # The path to a one-call workload's answer is a few microseconds long: on a small
     # matrix tune() plus one product must cost no more than SciPy's product alone.
-    t_start = timing.clock()
+    t_start = _clock()
     if effort not in EFFORTS:
         raise ValueError(f"unknown effort {effort!r}; accepted: {', '.join(EFFORTS)}")
-    if time_limit is not None:
+    if time_limit is not None or memory_limit is not None:
         time_limit = _positive(time_limit, "time_limit", numbers.Real)
-    if memory_limit is not None:
         memory_limit = _positive(memory_limit, "memory_limit", numbers.Integral)
-    if type(seed) is not int and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
-        raise TypeError(f"seed must be an integer, got {type(seed).__name__}")
-    if not 0 <= seed < 2**32:
-        raise ValueError(f"seed must be in [0, 2**32 - 1], got {seed}")
+    if type(seed) is not int or not 0 <= seed < 2**32:
+        _check_seed(seed)
     if type(workload) is not Workload:
         workload = Workload.coerce(workload)
-    base = _baseline.from_csr(A)                     # validates A; copies nothing
+    if workload._vector_equivalents <= _FEW_CALLS and memory_limit is None:
+        # the commonest too-small answer, a CSR or CSC SciPy's kernels take as it is, in one
+        # object: its Report is made when asked for (building it is a fifth of this path)
+        tuned = _as_given(A, (_TOO_SMALL, effort, workload, _clock() - t_start))
+        if tuned is not None:
+            return tuned
+    base = _from_csr(A)                               # validates A; copies nothing
     if memory_limit is not None and memory_limit < base.nbytes:
         raise ValueError(f"memory_limit={memory_limit} bytes is below the {base.nbytes} bytes the matrix "
                          "itself takes (the SciPy baseline); raise it or pass None")
 
-    if _too_small_to_tune(base, workload):
-        plan = Plan.baseline()
-        rep = Report(_TOO_SMALL, effort, str(workload), plan=plan, tuning_s=timing.clock() - t_start)
-        return TunedMatrix._of_baseline(base, plan, rep)
+    if workload._vector_equivalents <= _FEW_CALLS or _too_small_to_tune(base, workload):
+        return _of_baseline(base, (_TOO_SMALL, effort, workload, _clock() - t_start))
 
     c_start = compile_seconds()                       # nothing before this point compiles
 
@@ -176,8 +184,8 @@ _TOO_SMALL = "baseline (workload too small for tuning to pay off)"
 
 def _too_small_to_tune(base, workload) -> bool:
     """O(1): can even the best layout repay a minimal search?  (OSKI's rule, before starting.)"""
-    calls = workload.vector_equivalents()               # 0 exactly when there are no calls
-    if BEST_CASE_SAVING * calls <= MIN_SEARCH_PRODUCTS:  # whatever the matrix
+    calls = workload._vector_equivalents                # 0 exactly when there are no calls
+    if calls <= _FEW_CALLS:                             # whatever the matrix
         return True
     m, n = base.shape
     nnz = base.nnz
@@ -186,6 +194,13 @@ def _too_small_to_tune(base, workload) -> bool:
     t_product = nnz * 1.5e-9 + (m + n) * 1e-9 + 2e-6        # a rough SciPy matvec
     best_saving = BEST_CASE_SAVING * calls * t_product
     return best_saving < MIN_SEARCH_PRODUCTS * t_product + MIN_SEARCH_SECONDS
+
+
+def _check_seed(seed):
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"seed must be an integer, got {type(seed).__name__}")
+    if not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be in [0, 2**32 - 1], got {seed}")
 
 
 def _positive(value, name, kind):

@@ -46,6 +46,9 @@ class Workload:
             if calls:
                 clean[k] = clean.get(k, 0) + calls
         object.__setattr__(self, "matmat", MappingProxyType(dict(sorted(clean.items()))))
+        # kept: tune() asks on every call, and a one-call tune() has microseconds to spend
+        object.__setattr__(self, "_vector_equivalents",
+                           self.matvec + self.rmatvec + sum(k * c for k, c in clean.items()))
 
     # -- constructors ------------------------------------------------------
     @classmethod
@@ -119,9 +122,7 @@ class Workload:
 
     def vector_equivalents(self) -> float:
         """Calls weighted by columns: the workload in units of one matvec's flops."""
-        if not self.matmat:
-            return self.matvec + self.rmatvec
-        return self.matvec + self.rmatvec + sum(k * c for k, c in self.matmat.items())
+        return self._vector_equivalents
 
     def workload_class(self) -> str:
         """A coarse label for plan-store keys: operations present and their call
@@ -132,8 +133,9 @@ class Workload:
         return ",".join(parts) or "none"
 
     def __str__(self):
-        text = self.__dict__.get("_text")         # memoised: every tune() reports it
-        if text is None:
+        try:
+            return self._text                     # memoised: every tune() reports it
+        except AttributeError:
             parts = []
             if self.matvec:
                 parts.append(f"matvec={self.matvec}")

@@ -9,6 +9,7 @@ take the general path.
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from scipy.sparse.linalg import LinearOperator
 
 import autosparse as asp
 from autosparse.formats import baseline
@@ -116,10 +117,13 @@ def test_direct_path_checks_out_like_every_format():
         F.matvec(np.ones(21))
 
 
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
+@pytest.mark.parametrize("kind", TYPES, ids=lambda t: t.__name__)
 @pytest.mark.parametrize("dtype", [np.float64, np.complex128])
-def test_one_call_tune_is_the_baseline_with_every_product_and_view(dtype):
-    A = awkward(sp.csr_array, dtype, np.int32)
+def test_one_call_tune_is_the_baseline_with_every_product_and_view(kind, dtype):
+    A = awkward(kind, dtype, np.int64 if kind in (sp.csr_matrix, sp.csc_array) else np.int32)
     T = asp.tune(A, "matvec=1", store=False)
+    assert isinstance(T, asp.TunedMatrix) and isinstance(T, LinearOperator)
     assert T.plan == Plan.baseline() and T.layouts[0].matrix is A
     rep = T.report
     assert rep.source.startswith("baseline (workload too small") and rep.plan == T.plan
@@ -136,6 +140,40 @@ def test_one_call_tune_is_the_baseline_with_every_product_and_view(dtype):
     assert not hasattr(T, "no_such_attribute")                # routing on first use hides nothing else
     with pytest.raises(AttributeError, match="no_such_attribute"):
         T.no_such_attribute
+    # every input outside A x's fast path: out=, another dtype, (n, 1), np.matrix, a list
+    out = np.full(m, np.nan, dtype)
+    assert T.matvec(x, out=out) is out
+    np.testing.assert_array_equal(out, A @ x)
+    xf = x.real.astype(np.float32)
+    got = T.matvec(xf)
+    assert got.dtype == np.result_type(A.dtype, np.float32)
+    np.testing.assert_allclose(got, A @ xf, rtol=1e-6)
+    np.testing.assert_array_equal(T.matvec(x[:, None]), (A @ x)[:, None])
+    assert isinstance(T.matvec(np.asmatrix(x).T), np.matrix)              # as LinearOperator.matvec
+    np.testing.assert_array_equal(T.matvec(list(x)), A @ x)
+    np.testing.assert_array_equal(T.matvec(x[::-1].copy()[::-1]), A @ x)         # a strided view
+    with pytest.raises(ValueError, match="dimension mismatch"):
+        T.matvec(np.ones(n + 1, dtype))
+    assert T.nbytes == sum(a.nbytes for a in (A.data, A.indices, A.indptr))
+    np.testing.assert_array_equal(T.to_scipy().toarray(), A.toarray())
+    assert "scipy()" in repr(T) and repr(T).startswith("<TunedMatrix")
+
+
+def test_one_call_tune_is_safe_from_many_threads_at_first_use():
+    """Every product of a fresh one-call TunedMatrix makes its layout on first use; threads
+    that race to it must each get SciPy's answer."""
+    from concurrent.futures import ThreadPoolExecutor
+    A = awkward(sp.csr_matrix, np.float64, np.int32)
+    m, n = A.shape
+    x, y = rng_vector(n, np.float64, 1), rng_vector(m, np.float64, 2)
+    for _ in range(20):
+        T = asp.tune(A, "matvec=1", store=False)
+        jobs = [(T.rmatvec, y, A.T @ y), (T.matvec, x, A @ x), (lambda v: T.T @ v, y, A.T @ y),
+                (lambda v: T.report.source, None, T.report.source)] * 4
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(lambda job: job[0](job[1]), jobs))
+        for (_, _, expect), got in zip(jobs, results):
+            np.testing.assert_array_equal(got, expect)
 
 
 def test_one_call_tune_still_validates_everything():
@@ -182,6 +220,29 @@ def test_large_gathers_run_on_the_threads_and_read_a_as_it_is_now(kind, dtype):
     for a in (A.data, A.indices, A.indptr):                          # read-only arrays type differently
         a.flags.writeable = False
     np.testing.assert_allclose(gather(x), expect(), rtol=1e-13, atol=0)
+
+
+
+@pytest.mark.parametrize("kind", [sp.csr_array, sp.csc_matrix], ids=lambda t: t.__name__)
+@pytest.mark.parametrize("threads_from", ["default", "this matrix"])
+def test_one_call_tune_takes_the_threads_only_for_large_products(kind, threads_from, monkeypatch):
+    from autosparse import operator
+    from autosparse.kernels._runtime import PARALLEL_MIN_WORK, num_threads
+    n = 2000
+    A = kind(sp.random_array((n, n), density=1.2 * PARALLEL_MIN_WORK / n**2, rng=9, format="csr"))
+    if threads_from == "this matrix":
+        monkeypatch.setattr(operator, "ONE_CALL_MIN_THREADED_NNZ", A.nnz)
+    x = rng_vector(n, np.float64, 3)
+    for wl in ("matvec=1,rmatvec=1", "rmatvec=1,matvec=1"):       # either product first
+        T = asp.tune(A, wl, store=False)
+        if wl.startswith("matvec"):
+            np.testing.assert_allclose(T.matvec(x), A @ x, rtol=1e-13, atol=0)
+            np.testing.assert_allclose(T.rmatvec(x), A.T @ x, rtol=1e-13, atol=0)
+        else:
+            np.testing.assert_allclose(T.rmatvec(x), A.T @ x, rtol=1e-13, atol=0)
+            np.testing.assert_allclose(T.matvec(x), A @ x, rtol=1e-13, atol=0)
+        threaded = T.layouts[0]._split is not None
+        assert threaded == (threads_from == "this matrix" and num_threads() > 1), (wl, threaded)
 
 
 def test_entry_points_key_on_everything_numba_types_by():

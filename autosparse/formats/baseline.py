@@ -22,6 +22,8 @@ holds the same array objects (any split of the rows gives the right sums).
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -36,8 +38,11 @@ try:                                      # SciPy's private kernels; A @ x when 
 except (ImportError, AttributeError):     # pragma: no cover - depends on the SciPy build
     _VECTOR_KERNELS = {}
 
-# Exact types only: a subclass may override what its products do.
-_DIRECT_TYPES = {sp.csr_matrix: "csr", sp.csr_array: "csr", sp.csc_matrix: "csc", sp.csc_array: "csc"}
+# Exact types only: a subclass may override what its products do.  Each maps to its
+# (forward, adjoint) kernels and whether the adjoint is the gather over A's slices.
+_DIRECT_TYPES = {} if not _VECTOR_KERNELS else {
+    sp.csr_matrix: (_VECTOR_KERNELS["csr"], False), sp.csr_array: (_VECTOR_KERNELS["csr"], False),
+    sp.csc_matrix: (_VECTOR_KERNELS["csc"], True), sp.csc_array: (_VECTOR_KERNELS["csc"], True)}
 _NATIVE_INDEX = (np.dtype(np.int32), np.dtype(np.int64))
 
 NAME = "scipy"
@@ -45,26 +50,41 @@ NAME = "scipy"
 
 class Baseline(Format):
     name = NAME
+    params = MappingProxyType({})
+    # Per-instance state that most baselines never touch starts at these class defaults, or
+    # is made on first use (__getattr__): this constructor is on the path of every one-call
+    # tune(), which has a microsecond or two to spend in all.
+    _exact = None
+    _AT = None
+    _split = None
+    # The gather runs on the threads from this many entries up (and from the parallel
+    # threshold): tune()'s one-call answer raises it (see operator._AsGiven)
+    min_threaded_nnz = 0
 
-    def __init__(self, A, dtype, direct=None, fmt=None):
-        # Format.__init__'s work, spelled out (a field added there belongs here too): SciPy
-        # has validated shape and nnz already, and this constructor is on the path of every
-        # one-call tune()
-        m, n = self.shape = A.shape
-        self.dtype = dtype
-        self.nnz = A.nnz
-        self.params = {}
-        self._bound = {}
-        self._fast = {}
-        self._in_shape = {MATVEC: (n,), RMATVEC: (m,)}
-        self._exact = None
+    def __init__(self, A, dtype, shape, nnz, direct=None, gathers_adjoint=False):
+        # Format.__init__'s fields (one added there belongs here or in __getattr__); SciPy has
+        # validated the shape and nnz already
         self.matrix = A
-        self._complex = dtype.kind == "c"
-        self._AT = None
+        self.shape = shape
+        self.dtype = dtype
+        self.nnz = nnz
         self._direct = direct          # SciPy's (forward, adjoint) vector kernels for A's own arrays
         # which product is a gather over A's compressed slices: A x for CSR, Aᴴ x for CSC
-        self._gathers_adjoint = fmt == "csc"
-        self._split = None
+        self._gathers_adjoint = gathers_adjoint
+
+    def __getattr__(self, name):
+        # runs only while ``name`` is missing from the instance
+        if name in ("_bound", "_fast"):
+            value = {}
+        elif name == "_in_shape":
+            m, n = self.shape
+            value = {MATVEC: (n,), RMATVEC: (m,)}
+        elif name == "_complex":
+            value = self.dtype.kind == "c"
+        else:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        setattr(self, name, value)     # (not via __dict__, which would slow every attribute load)
+        return value
 
     def arrays(self):
         A = self.matrix
@@ -93,7 +113,20 @@ class Baseline(Format):
 
     # Without ``out`` SciPy's result is returned as it is: no copy.
     def matvec(self, x, out=None):
-        if self._direct is not None:
+        direct = self._direct
+        if direct is not None:
+            m, n = self.shape
+            if out is None and type(x) is np.ndarray and x.dtype == self.dtype and x.shape == (n,) \
+                    and x.flags.c_contiguous:
+                # _direct_product's commonest call spelled out: on a small matrix this
+                # path is a one-call workload's product, and every 0.1 us counts
+                y = np.zeros(m, x.dtype)
+                if self._gathers_adjoint or not self._threaded():
+                    A = self.matrix
+                    direct[0](m, n, A.indptr, A.indices, A.data, x, y)
+                else:
+                    self._parallel_gather(self.matrix, x, y, False)
+                return y
             y = self._direct_product(False, x, out, False)
             if y is not None:
                 return y
@@ -112,8 +145,11 @@ class Baseline(Format):
 
     def threaded_gather(self, op) -> bool:
         """Does vector product ``op`` ("matvec"/"rmatvec") run the threaded csr gather?"""
-        return (self._direct is not None and op == (RMATVEC if self._gathers_adjoint else MATVEC)
-                and use_parallel(self.nnz))
+        return self._direct is not None and op == (RMATVEC if self._gathers_adjoint else MATVEC) and self._threaded()
+
+    def _threaded(self):
+        nnz = self.nnz
+        return nnz >= self.min_threaded_nnz and use_parallel(nnz)
 
     def _direct_product(self, adjoint, x, out, conjugate):
         """A x or Aᵀ x (conj(Aᵀ conj(x)) when ``conjugate``) by SciPy's kernel on A's own
@@ -129,7 +165,7 @@ class Baseline(Format):
         else:
             return None
         A = self.matrix
-        if adjoint == self._gathers_adjoint and use_parallel(self.nnz):
+        if adjoint == self._gathers_adjoint and self._threaded():
             self._parallel_gather(A, x, y, conjugate)
             return y
         self._direct[adjoint](m, n, A.indptr, A.indices, A.data, x.conj() if conjugate else x, y)
@@ -168,20 +204,37 @@ class Baseline(Format):
         return y
 
 
-def from_csr(A) -> Baseline:
-    """Wraps A itself (any SciPy sparse format); only validates it."""
-    fmt = _DIRECT_TYPES.get(type(A))
-    if fmt is not None:
-        # CSR/CSC whose arrays SciPy's kernels take as they are (what A @ x passes them)
+def direct_parts(A):
+    """(kernels, dtype, shape) when A is an exact CSR/CSC whose arrays SciPy's kernels take as
+    they are (what ``A @ x`` passes them), else None.  ``kernels`` is the ((forward, adjoint)
+    kernel pair, whether the adjoint is the gather over A's slices)."""
+    kernels = _DIRECT_TYPES.get(type(A))
+    if kernels is not None:
+        shape = A.shape
         dtype = A.data.dtype
         idx = A.indices.dtype
-        if dtype in VALUE_DTYPES and idx in _NATIVE_INDEX and A.indptr.dtype == idx and _VECTOR_KERNELS \
-                and A.ndim == 2:
-            return Baseline(A, dtype, _VECTOR_KERNELS[fmt], fmt)
+        if len(shape) == 2 and dtype in VALUE_DTYPES and idx in _NATIVE_INDEX and A.indptr.dtype == idx:
+            return kernels, dtype, shape
+    return None
+
+
+def of_direct(A, parts) -> Baseline:
+    """The Baseline of A, given its ``direct_parts``."""
+    (kernels, gathers_adjoint), dtype, shape = parts
+    # A.nnz is int(indptr[-1]) behind two Python calls: 0.4 us of a one-call tune()
+    return Baseline(A, dtype, shape, int(A.indptr[-1]), kernels, gathers_adjoint)
+
+
+def from_csr(A) -> Baseline:
+    """Wraps A itself (any SciPy sparse format); only validates it."""
+    parts = direct_parts(A)
+    if parts is not None:
+        return of_direct(A, parts)
     if not sp.issparse(A) or A.ndim != 2:
         as_csr(A)                       # raises the standard TypeError or ValueError
     dtype = A.dtype
-    return Baseline(A, dtype if dtype in VALUE_DTYPES else value_dtype(dtype))   # TypeError if unsupported
+    dtype = dtype if dtype in VALUE_DTYPES else value_dtype(dtype)      # TypeError if unsupported
+    return Baseline(A, dtype, A.shape, A.nnz)
 
 
 def estimate_nbytes(profile) -> int:
