@@ -1,9 +1,10 @@
-"""The vector-register multi-vector gather (kernels/_simd.py) against SciPy.
+"""The vector-register multi-vector gathers (kernels/_simd.py) against SciPy.
 
-CSR A @ X and CSC Aᴴ @ X run through ``_simd._block`` for real values: column
-blocks of 16, 8, 4, 2 and 1, so k from 0 to 40 covers every combination of
-blocks.  Each column is summed in SciPy's order, so float64 results are
-bit-identical to SciPy's, NaN and Inf included.
+CSR A @ X and CSC Aᴴ @ X run through ``_simd._block``, BSR A @ X (literal
+block shapes) through ``_simd.bsr_block``, for real values: column blocks of
+16, 8, 4, 2 and 1, so k from 0 to 40 covers every combination of blocks.
+Each column is summed in SciPy's order, so float64 results are bit-identical
+to SciPy's, NaN and Inf included.
 """
 
 from __future__ import annotations
@@ -38,6 +39,20 @@ def test_csr_matmat_is_scipy_bit_for_bit(m, n, k, density, seed, values, index_d
     np.testing.assert_array_equal(F.matmat(X), A @ X)
 
 
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(m=st.integers(0, 40), n=st.integers(0, 40), k=st.integers(0, 40), density=st.floats(0, 1),
+       seed=st.integers(0, 2**16), b=st.sampled_from([2, 3]), nonfinite=st.booleans())
+def test_bsr_matmat_is_scipy_bit_for_bit(m, n, k, density, seed, b, nonfinite):
+    """Shapes that are not multiples of the block: the last block row and column stick out."""
+    A = _matrix(m, n, density, seed)
+    if nonfinite and A.nnz:
+        A.data[seed % A.nnz] = [np.nan, np.inf, -np.inf][seed % 3]
+    F = formats.convert(A, "bsr", r=b, c=b, index_dtype="int32")
+    X = np.random.default_rng(seed).standard_normal((n, k))
+    X[seed % max(n, 1):, :1] = np.inf if nonfinite and n else 0.5      # Inf x padding zero: NaN
+    np.testing.assert_array_equal(F.matmat(X), A @ X)
+
+
 @pytest.mark.parametrize("k", [1, 5, 16, 27])
 @pytest.mark.parametrize("matrix_dtype, x_dtype", [(np.float32, np.float32), (np.float32, np.float64),
                                                    (np.float64, np.float32)])
@@ -57,6 +72,8 @@ def test_threaded_csr_and_csc_gathers(order, k):
     A = _matrix(3000, 2500, 12 * 1.0 / 2500 + PARALLEL_MIN_WORK / (3000 * 2500 * k), 11)
     X = np.asarray(np.random.default_rng(1).standard_normal((2500, k)), order=order)
     np.testing.assert_array_equal(formats.convert(A, "csr").matmat(X), A @ X)
+    if order == "C":                                   # the SIMD path of BSR, on the threads
+        np.testing.assert_array_equal(formats.convert(A, "bsr", r=2, c=2).matmat(X), A @ X)
     Y = np.random.default_rng(2).standard_normal((3000, k))
     csc = formats.convert(A, "csc")
     ok, ratio = verify.check(csc.rmatmat(Y), A, Y, "rmatmat")
@@ -80,16 +97,17 @@ def test_out_rows_are_written_not_accumulated():
     np.testing.assert_array_equal(out, A @ np.ones((20, 16)))
 
 
+@pytest.mark.parametrize("fmt, params", [("csr", {}), ("bsr", {"r": 3, "c": 3})], ids=["csr", "bsr3x3"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("k", [5, 8, 16, 24, 40])
-def test_streaming_stores_write_the_same_results(monkeypatch, k, dtype):
+def test_streaming_stores_write_the_same_results(monkeypatch, k, dtype, fmt, params):
     """Outputs with 64-byte aligned rows take non-temporal stores (normally only above
     STREAM_MIN_BYTES; lowered here so a small matrix takes that path)."""
     from autosparse.formats import _base
     monkeypatch.setattr(_base, "STREAM_MIN_BYTES", 0)
     A = _matrix(2000, 1500, 0.02, 13, dtype)
     X = np.random.default_rng(k).standard_normal((1500, k)).astype(dtype)
-    F = formats.convert(A, "csr")
+    F = formats.convert(A, fmt, **params)
     Y = F.matmat(X)                                    # allocated here: 64-byte aligned
     assert Y.ctypes.data % 64 == 0
     streams = (k * np.dtype(dtype).itemsize) % 64 == 0

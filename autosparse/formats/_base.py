@@ -218,6 +218,7 @@ class Format:
 # output line before writing it is a third of a multi-vector product's traffic.
 STREAM_MIN_BYTES = 64 << 20
 STREAM_ALIGN = 64
+STREAM = np.empty(0, np.uint8)         # marker passed to a kernel: write the output with streaming stores
 
 
 def fits_vector_out(out, x, n_out) -> bool:

@@ -33,7 +33,7 @@ import scipy.sparse as sp
 from .._checks import as_csr, index_dtype_for, unsigned
 from ..kernels import bsr as K
 from ..kernels._runtime import balanced_bounds
-from ._base import MATMAT, MATVEC, RMATMAT, RMATVEC, Format, ceil_div
+from ._base import MATMAT, MATVEC, RMATMAT, RMATVEC, STREAM, Format, ceil_div
 from ._grids import BLOCK_SIZES, BSR_SHAPES
 from . import csr as _csr
 
@@ -53,6 +53,7 @@ _KERNELS = {MATVEC: (K.matvec, K.matvec_par), MATMAT: (K.matmat, K.matmat_par),
 class BSR(Format):
     name = NAME
     padded = True
+    streams = (MATMAT,)                  # A X: each block row's output rows are written whole
 
     def __init__(self, shape, r, c, indptr, indices, data, explicit_zeros, nnz, params):
         super().__init__(shape, data.dtype, nnz, params)
@@ -73,11 +74,13 @@ class BSR(Format):
     def work(self, op, k=1):
         return self.nblocks * self.r * self.c * k
 
-    def _kernel(self, op, parallel, conj):
+    def _kernel(self, op, parallel, conj, stream=False):
         m, n = self.shape
         serial, par = _KERNELS[op]
         head = (self.r, self.c, m, n)
         tail = (self._ip, self._ix, self._flat, None)
+        if op == MATMAT:
+            tail = tail + (STREAM if stream else None,)
         literals = (0, 1) if (self.r, self.c) in LITERAL_SHAPES else ()
         if not parallel:
             return serial, head + tail, literals

@@ -20,12 +20,11 @@ from .._checks import as_csr, index_dtype_for, unsigned
 from ..kernels import compressed as K
 from ..kernels._runtime import balanced_bounds
 from ..kernels._values import value_table
-from ._base import MATMAT, MATVEC, Format
+from ._base import MATMAT, MATVEC, STREAM, Format
 from ._grids import MAX_TABLE
 
 NAME = "csr"
 
-_STREAM = np.empty(0, np.uint8)        # marker: the kernel writes its output with streaming stores
 
 
 class Compressed(Format):
@@ -62,7 +61,7 @@ class Compressed(Format):
         vector = op in (MATVEC, "rmatvec")
         gather = forward != self.transposed
         if gather and not vector:                      # multi-vector gathers may stream their output
-            arrays = arrays + (_STREAM if stream else None,)
+            arrays = arrays + (STREAM if stream else None,)
         if forward:
             arrays = arrays + (False,)                  # the base appends conj for adjoint ops only
         if gather:

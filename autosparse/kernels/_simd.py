@@ -70,46 +70,80 @@ def _block(typingctx, k0, k1, indices, data, table, X, out, i, c0, stop, stream,
         return builder.select(fits, after, first)
 
     def _emit(context, builder, W, k0v, k1v, indv, datv, tabv, Xv, outv, iv, first):
-        intp = context.get_value_type(types.intp)
-        T = context.get_value_type(out.dtype)
-        VT = ir.VectorType(T, W)
-        size = context.get_abi_sizeof(T)
-        byte_ptr = ir.IntType(8).as_pointer()
-        ind_a = context.make_array(indices)(context, builder, indv)
-        dat_a = context.make_array(data)(context, builder, datv)
-        X_a = context.make_array(X)(context, builder, Xv)
-        out_a = context.make_array(out)(context, builder, outv)
-        tab_ptr = context.make_array(table)(context, builder, tabv).data if has_table else None
-        x_stride = cgutils.unpack_tuple(builder, X_a.strides, 2)[0]
-        out_stride = cgutils.unpack_tuple(builder, out_a.strides, 2)[0]
-        col_bytes = builder.mul(first, ir.Constant(intp, size))
-        x_base = builder.gep(builder.bitcast(X_a.data, byte_ptr), [col_bytes])
-        lanes = ir.Constant(ir.VectorType(ir.IntType(32), W), None)
-
-        acc = cgutils.alloca_once(builder, VT)           # entry block: promoted to a register
-        builder.store(ir.Constant(VT, None), acc)
+        g = _Gather(context, builder, W, indices, data, table, X, out, indv, datv, tabv, Xv, outv, first)
+        acc = g.accumulator()
         start = context.cast(builder, k0v, k0, types.intp)
         end = context.cast(builder, k1v, k1, types.intp)
-        with cgutils.for_range_slice(builder, start, end, ir.Constant(intp, 1), inc=True) as (k, _):
-            r = context.cast(builder, builder.load(builder.gep(ind_a.data, [k])), indices.dtype, types.intp)
-            v = builder.load(builder.gep(dat_a.data, [k]))
-            if has_table:
-                code = context.cast(builder, v, data.dtype, types.intp)
-                v = builder.load(builder.gep(tab_ptr, [code]))
-            v = context.cast(builder, v, vdt, out.dtype)
-            vb = builder.insert_element(ir.Constant(VT, ir.Undefined), v, ir.Constant(ir.IntType(32), 0))
-            vb = builder.shuffle_vector(vb, ir.Constant(VT, ir.Undefined), lanes)
-            row = builder.bitcast(builder.gep(x_base, [builder.mul(r, x_stride)]), VT.as_pointer())
-            builder.store(builder.fadd(builder.load(acc), builder.fmul(vb, builder.load(row, align=size))), acc)
-        row_i = builder.mul(context.cast(builder, iv, i, types.intp), out_stride)
-        dest = builder.gep(builder.bitcast(out_a.data, byte_ptr), [builder.add(row_i, col_bytes)])
-        if streaming and (W * size) % 64 == 0:
-            st = builder.store(builder.load(acc), builder.bitcast(dest, VT.as_pointer()), align=64)
-            st.set_metadata("nontemporal", builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)]))
-        else:
-            builder.store(builder.load(acc), builder.bitcast(dest, VT.as_pointer()), align=size)
+        with cgutils.for_range_slice(builder, start, end, ir.Constant(g.intp, 1), inc=True) as (k, _):
+            r = context.cast(builder, builder.load(builder.gep(g.ind, [k])), indices.dtype, types.intp)
+            g.add_product(acc, g.value(k), g.x_row(r))
+        g.store_row(acc, context.cast(builder, iv, i, types.intp), streaming)
 
     return sig, codegen
+
+
+class _Gather:
+    """LLVM for a vector gather's pieces at columns ``first:first+W``: the arrays' data
+    pointers and row strides, a ``<W x T>`` accumulator, the broadcast value of entry k
+    (``data[k]`` or ``table[data[k]]``, in out's dtype), a row of X, the exact
+    ``acc + v*x`` (no contraction), and the store of an output row (non-temporal with
+    ``streaming`` when the block is a multiple of 64 bytes)."""
+
+    def __init__(self, context, builder, W, indices, data, table, X, out, indv, datv, tabv, Xv, outv, first):
+        self.context, self.builder, self.W = context, builder, W
+        self.data_t, self.out_t = data, out
+        self.has_table = not isinstance(table, types.NoneType)
+        self.vdt = table.dtype if self.has_table else data.dtype
+        self.intp = context.get_value_type(types.intp)
+        T = context.get_value_type(out.dtype)
+        self.VT = ir.VectorType(T, W)
+        self.size = context.get_abi_sizeof(T)
+        byte_ptr = ir.IntType(8).as_pointer()
+        self.ind = context.make_array(indices)(context, builder, indv).data
+        self.dat = context.make_array(data)(context, builder, datv).data
+        self.tab = context.make_array(table)(context, builder, tabv).data if self.has_table else None
+        X_a = context.make_array(X)(context, builder, Xv)
+        out_a = context.make_array(out)(context, builder, outv)
+        self.x_stride = cgutils.unpack_tuple(builder, X_a.strides, 2)[0]
+        self.out_stride = cgutils.unpack_tuple(builder, out_a.strides, 2)[0]
+        self.col_bytes = builder.mul(first, ir.Constant(self.intp, self.size))
+        self.x_base = builder.gep(builder.bitcast(X_a.data, byte_ptr), [self.col_bytes])
+        self.out_base = builder.bitcast(out_a.data, byte_ptr)
+        self.lanes = ir.Constant(ir.VectorType(ir.IntType(32), W), None)
+
+    def accumulator(self):
+        acc = cgutils.alloca_once(self.builder, self.VT)      # entry block: promoted to a register
+        self.builder.store(ir.Constant(self.VT, None), acc)
+        return acc
+
+    def value(self, k):
+        b = self.builder
+        v = b.load(b.gep(self.dat, [k]))
+        if self.has_table:
+            v = b.load(b.gep(self.tab, [self.context.cast(b, v, self.data_t.dtype, types.intp)]))
+        v = self.context.cast(b, v, self.vdt, self.out_t.dtype)
+        vb = b.insert_element(ir.Constant(self.VT, ir.Undefined), v, ir.Constant(ir.IntType(32), 0))
+        return b.shuffle_vector(vb, ir.Constant(self.VT, ir.Undefined), self.lanes)
+
+    def x_row(self, r):
+        b = self.builder
+        row = b.bitcast(b.gep(self.x_base, [b.mul(r, self.x_stride)]), self.VT.as_pointer())
+        return b.load(row, align=self.size)
+
+    def add_product(self, acc, v, x):
+        b = self.builder
+        b.store(b.fadd(b.load(acc), b.fmul(v, x)), acc)
+
+    def store_row(self, acc, i, streaming):
+        b = self.builder
+        dest = b.gep(self.out_base, [b.add(b.mul(i, self.out_stride), self.col_bytes)])
+        a = b.load(acc)
+        if streaming and (self.W * self.size) % 64 == 0:
+            st = b.store(a, b.bitcast(dest, self.VT.as_pointer()), align=64)
+            st.set_metadata("nontemporal", b.module.add_metadata([ir.Constant(ir.IntType(32), 1)]))
+        else:
+            b.store(a, b.bitcast(dest, self.VT.as_pointer()), align=self.size)
+        return a
 
 
 @intrinsic
@@ -171,3 +205,89 @@ def _gather_rows2_impl(j0, j1, k, ip1, indices, data, table, stream, conj, X, ou
             for c in range(nk):
                 out[j, c] = acc[c]
     return scalar
+
+
+@intrinsic
+def bsr_rows(typingctx, R, C, k0, k1, indices, data, table, X, out, i0, m, n, stream):
+    """``out[i0 + rr, :] = Σ_k Σ_cc v[k, rr, cc] X[indices[k]*C + cc, :]`` for the rows
+    ``i0 + rr < m`` of one block row of R×C blocks ``k0 <= k < k1``; returns how many of
+    the results are NaN (the padding's zeros times an infinite x).
+
+    Columns go in blocks of 16, 8, 4, 2, 1, each with one ``<W x T>`` accumulator per row;
+    one vector load of an X row serves the R rows of a block.  Each row is summed block
+    by block, within a block column by column (exact IEEE, no contraction): CSR's column
+    order, SciPy's sum bit for bit.  Block columns past ``n`` (only a block row's last
+    block can stick out: they are sorted) are skipped.  ``v`` is ``data[k*R*C + rr*C + cc]``
+    or its ``table`` entry; R and C must be literals.
+    """
+    if not (isinstance(R, types.IntegerLiteral) and isinstance(C, types.IntegerLiteral)):
+        return None
+    r, c = R.literal_value, C.literal_value
+    streaming = not isinstance(stream, types.NoneType)
+    sig = types.intp(R, C, k0, k1, indices, data, table, X, out, i0, m, n, stream)
+
+    def codegen(context, builder, signature, args):
+        _, _, k0v, k1v, indv, datv, tabv, Xv, outv, i0v, mv, nv, _ = args
+        intp = context.get_value_type(types.intp)
+        one = ir.Constant(intp, 1)
+        start = context.cast(builder, k0v, k0, types.intp)
+        end = context.cast(builder, k1v, k1, types.intp)
+        n_i = context.cast(builder, nv, n, types.intp)
+        i0_i = context.cast(builder, i0v, i0, types.intp)
+        m_i = context.cast(builder, mv, m, types.intp)
+        C_i, RC_i = ir.Constant(intp, c), ir.Constant(intp, r * c)
+        nk = cgutils.unpack_tuple(builder, context.make_array(X)(context, builder, Xv).shape, 2)[1]
+        ind = context.make_array(indices)(context, builder, indv).data
+
+        def block_col(k):
+            return builder.mul(context.cast(builder, builder.load(builder.gep(ind, [k])), indices.dtype,
+                                            types.intp), C_i)
+
+        # every block but a last one sticking out past n runs without the column guards
+        nonempty = builder.icmp_signed(">", end, start)
+        last = builder.select(nonempty, builder.sub(end, one), start)
+        sticks = builder.and_(nonempty, builder.icmp_signed(">", builder.add(block_col(last), C_i), n_i))
+        fast_end = builder.select(sticks, last, end)
+        nan = cgutils.alloca_once_value(builder, ir.Constant(intp, 0))
+
+        def columns(W, first):
+            g = _Gather(context, builder, W, indices, data, table, X, out, indv, datv, tabv, Xv, outv, first)
+            accs = [g.accumulator() for _ in range(r)]
+
+            def blocks(lo, hi, guarded):
+                with cgutils.for_range_slice(builder, lo, hi, one, inc=True) as (k, _):
+                    j0 = block_col(k)
+                    kb = builder.mul(k, RC_i)
+                    for cc in range(c):
+                        col = builder.add(j0, ir.Constant(intp, cc))
+                        guard = builder.if_then(builder.icmp_signed("<", col, n_i), likely=True) if guarded else None
+                        if guard is not None:
+                            guard.__enter__()
+                        x = g.x_row(col)
+                        for rr in range(r):
+                            g.add_product(accs[rr], g.value(builder.add(kb, ir.Constant(intp, rr * c + cc))), x)
+                        if guard is not None:
+                            guard.__exit__(None, None, None)
+
+            blocks(start, fast_end, False)
+            blocks(fast_end, end, True)
+            for rr in range(r):
+                row = builder.add(i0_i, ir.Constant(intp, rr))
+                with builder.if_then(builder.icmp_signed("<", row, m_i), likely=True):
+                    a = g.store_row(accs[rr], row, streaming)
+                    bad = builder.ctpop(builder.bitcast(builder.fcmp_unordered("uno", a, a), ir.IntType(W)))
+                    builder.store(builder.add(builder.load(nan), builder.zext(bad, intp)), nan)
+
+        sixteen = ir.Constant(intp, 16)
+        with cgutils.for_range(builder, builder.sdiv(nk, sixteen)) as loop:
+            columns(16, builder.mul(loop.index, sixteen))
+        first = builder.mul(builder.sdiv(nk, sixteen), sixteen)
+        for W in (8, 4, 2, 1):
+            after = builder.add(first, ir.Constant(intp, W))
+            fits = builder.icmp_signed("<=", after, nk)
+            with builder.if_then(fits):
+                columns(W, first)
+            first = builder.select(fits, after, first)
+        return builder.load(nan)
+
+    return sig, codegen

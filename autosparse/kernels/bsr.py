@@ -32,6 +32,7 @@ from numba import prange, types
 from numba.extending import overload
 
 from ._runtime import FASTMATH, jit, pjit
+from ._simd import _vectorisable, bsr_rows, fence
 from ._values import cvalue, value
 
 _OPTS = {"fastmath": FASTMATH, "nogil": True}
@@ -129,7 +130,7 @@ def _gen_rmv(r, c):
 
 
 def _gen_mm(r, c):
-    L = ["def impl(R, C, b0, b1, m, n, ptr, idx, data, table, X, out):"] + _header(r, c)
+    L = ["def impl(R, C, b0, b1, m, n, ptr, idx, data, table, stream, X, out):"] + _header(r, c)
     L += ["    nk = X.shape[1]",
           "    nan = 0",
           "    for bi in range(b0, b1):",
@@ -238,7 +239,8 @@ def _generic_rmv(R, C, b0, b1, m, n, ptr, idx, data, table, conj, x, out, lo):
     return 0
 
 
-def _generic_mm(R, C, b0, b1, m, n, ptr, idx, data, table, X, out):
+def _generic_mm(R, C, b0, b1, m, n, ptr, idx, data, table, stream, X, out):
+    # ``stream`` is ignored: only the SIMD loop (``_simd_mm``) writes with streaming stores
     nk = X.shape[1]
     nan = 0
     for bi in range(b0, b1):
@@ -284,7 +286,7 @@ def _rows_rmv(R, C, b0, b1, m, n, ptr, idx, data, table, conj, x, out, lo):  # p
     raise NotImplementedError
 
 
-def _rows_mm(R, C, b0, b1, m, n, ptr, idx, data, table, X, out):  # pragma: no cover
+def _rows_mm(R, C, b0, b1, m, n, ptr, idx, data, table, stream, X, out):  # pragma: no cover
     raise NotImplementedError
 
 
@@ -302,8 +304,21 @@ def _ov_rmv(R, C, b0, b1, m, n, ptr, idx, data, table, conj, x, out, lo):
     return _impl("rmv", R, C, _generic_rmv)
 
 
+def _simd_mm(R, C, b0, b1, m, n, ptr, idx, data, table, stream, X, out):
+    """Block rows [b0, b1) of A X with vector accumulators (``_simd.bsr_rows``): each X row
+    is loaded once per block for all R rows.  ``stream`` (an array marker, or None) writes
+    the output with streaming stores (see ``_simd``)."""
+    nan = 0
+    for bi in range(b0, b1):
+        nan += bsr_rows(R, C, ptr[bi], ptr[bi + 1], idx, data, table, X, out, bi * R, m, n, stream)
+    fence(stream)
+    return nan
+
+
 @overload(_rows_mm, jit_options=_OPTS, prefer_literal=True)
-def _ov_mm(R, C, b0, b1, m, n, ptr, idx, data, table, X, out):
+def _ov_mm(R, C, b0, b1, m, n, ptr, idx, data, table, stream, X, out):
+    if _literal(R) is not None and _literal(C) is not None and _vectorisable(data, table, X, out):
+        return _simd_mm
     return _impl("mm", R, C, _generic_mm)
 
 
@@ -330,15 +345,15 @@ def matvec_par(R, C, m, n, bounds, ptr, idx, data, table, x, out):
 
 
 @jit
-def matmat(R, C, m, n, ptr, idx, data, table, X, out):
-    return _rows_mm(R, C, np.int64(0), np.int64(ptr.size - 1), m, n, ptr, idx, data, table, X, out)
+def matmat(R, C, m, n, ptr, idx, data, table, stream, X, out):
+    return _rows_mm(R, C, np.int64(0), np.int64(ptr.size - 1), m, n, ptr, idx, data, table, stream, X, out)
 
 
 @pjit
-def matmat_par(R, C, m, n, bounds, ptr, idx, data, table, X, out):
+def matmat_par(R, C, m, n, bounds, ptr, idx, data, table, stream, X, out):
     nan = 0
     for t in prange(bounds.size - 1):
-        nan += _rows_mm(R, C, bounds[t], bounds[t + 1], m, n, ptr, idx, data, table, X, out)
+        nan += _rows_mm(R, C, bounds[t], bounds[t + 1], m, n, ptr, idx, data, table, stream, X, out)
     return nan
 
 
