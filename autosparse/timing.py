@@ -11,10 +11,15 @@ one up to the budget.
 ``interleaved`` times several candidates round-robin: on a shared, noisy
 machine, drifts in available bandwidth then hit all of them alike and their
 ratios stay meaningful.
+
+The cyclic garbage collector is off while a measurement runs, as in ``timeit``:
+a collection of the caller's objects (in a long-lived process, milliseconds)
+landing in one candidate's samples is not that candidate's time.
 """
 
 from __future__ import annotations
 
+import gc
 import math
 import time
 from dataclasses import dataclass
@@ -50,6 +55,16 @@ def measure(fn, *, budget: float = 0.2, min_samples: int = 3, max_samples: int =
 
     ``budget`` bounds the sampling time (seconds) once ``min_samples`` are in.
     """
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _measure(fn, budget, min_samples, max_samples, rel_tol, warmup, min_sample)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _measure(fn, budget, min_samples, max_samples, rel_tol, warmup, min_sample) -> Timing:
     start = clock()
     t_warm = 0.0
     for _ in range(max(1, warmup)):
