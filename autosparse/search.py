@@ -10,8 +10,9 @@ Flow of one search (``Search.run``):
 3. Measure layouts in this order (``next_layout``): warm starts from the plan
    store; the model's best layout of each format and side (``leaders``);
    then untried neighbours of the best plan so far (one parameter changed,
-   best predicted first), so measurements, not the model, steer the
-   parameters; then the model's order.  With ``effort="patient"`` these are
+   best predicted first; also of its narrowest-index twin when that measured
+   within WIDTH_TIE), so measurements, not the model, steer the parameters;
+   then the model's order.  With ``effort="patient"`` these are
    enqueued into an optuna study (TPE sampler, in-memory, ``n_jobs=1``)
    whose define-by-run space (format, then its parameters, then the copies:
    whether Aᴴx gets its own layout) TPE then samples; ``measure`` and
@@ -576,10 +577,27 @@ class Search:
             if lay not in self.candidates:
                 return lay
         best = self.best_plan()[0]
+        anchors = list(best.layouts) + [self._narrowest_twin(lay) for lay in best.layouts]
         for lay in untried:                  # the queue is in model order
-            if any(_neighbours(lay, b) for b in best.layouts):
+            if any(b is not None and _neighbours(lay, b) for b in anchors):
                 return lay
         return untried[0]
+
+    def _narrowest_twin(self, lay):
+        """The measured layout that is ``lay`` with the narrowest index width, when its cost is
+        within WIDTH_TIE of ``lay``'s; else None.  Widths measure within the noise of each
+        other, so a walk anchored on the widest alone (it measured 1% faster) never tries
+        the winner's other neighbours at the width the finalists then prefer."""
+        cand = self.candidates.get(lay)
+        if cand is None or not cand.ok:
+            return None
+        cost = self.plan_cost([cand])
+        twins = [c for c in self.candidates.values()
+                 if c.ok and _width_step(c.layout, lay) and self.plan_cost([c]) <= cost * (1 + WIDTH_TIE)]
+        if not twins:
+            return None
+        return min(twins, key=lambda c: ([_WIDTH_RANK.get(c.layout.params.get(k), 3) for k in _WIDTH_PARAMS],
+                                         self.plan_cost([c]))).layout
 
     def _study(self, ranked):
         import optuna
@@ -869,20 +887,24 @@ def narrower_indices(a: Plan, b: Plan) -> bool:
     """Is ``a`` the plan ``b`` with narrower index widths, and nothing else changed?"""
     if len(a.layouts) != len(b.layouts) or dict(a.serves) != dict(b.serves):
         return False
+    steps = [_width_step(la, lb) for la, lb in zip(a.layouts, b.layouts)]
+    return None not in steps and any(steps)
+
+
+def _width_step(la: Layout, lb: Layout):
+    """True when layout ``la`` is ``lb`` with narrower index widths, False when the two are
+    equal, None when anything else differs or a width is wider."""
+    if la.format != lb.format or la.of != lb.of:
+        return None
     narrower = False
-    for la, lb in zip(a.layouts, b.layouts):
-        if la.format != lb.format or la.of != lb.of:
-            return False
-        pa, pb = dict(la.params), dict(lb.params)
-        for k in _WIDTH_PARAMS:
-            wa, wb = pa.pop(k, None), pb.pop(k, None)
-            if wa != wb:
-                if _WIDTH_RANK.get(wa, 3) > _WIDTH_RANK.get(wb, 3):
-                    return False
-                narrower = True
-        if pa != pb:
-            return False
-    return narrower
+    pa, pb = dict(la.params), dict(lb.params)
+    for k in _WIDTH_PARAMS:
+        wa, wb = pa.pop(k, None), pb.pop(k, None)
+        if wa != wb:
+            if _WIDTH_RANK.get(wa, 3) > _WIDTH_RANK.get(wb, 3):
+                return None
+            narrower = True
+    return narrower if pa == pb else None
 
 
 def expected_improvement(best: float, predicted: float, sigma: float) -> float:

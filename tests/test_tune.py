@@ -859,6 +859,54 @@ def test_narrower_indices_win_near_ties(monkeypatch):
     assert pick() == "int32"                      # clearly slower: the measurement stands
 
 
+def test_the_neighbour_walk_also_starts_from_the_narrowest_width(monkeypatch):
+    """The int64 variant measured 1% faster than int16: the walk must still try the other
+    neighbours of the int16 layout (here C=8), which the finalists will prefer."""
+    from autosparse import search as S
+
+    def sell(C, w, sigma=512):
+        return Layout("sell", {"C": C, "sigma": sigma, "index_dtype": w, "values": "full"})
+    speed = {sell(4, "int16"): 1.01e-5, sell(4, "int64"): 1.00e-5}
+
+    def fake_measure(fn, **kw):
+        fn()
+        F = next(c.cell_contents for c in fn.__closure__ if hasattr(c.cell_contents, "__self__")).__self__
+        t = 3e-5 if F.name == BASELINE else speed.get(Layout(F.name, dict(F.params)), 2e-5)
+        return timing.Timing(t, t, 0.0, 1, 2, 0.0)
+    monkeypatch.setattr(timing, "measure", fake_measure)
+    _restrict_formats(monkeypatch, ["sell"])
+    A = sp.csr_array(powerlaw(300, 300, rng=5))
+    s = Search(A, profile(A), asp.Workload(matvec=BIG), effort="measure", time_limit=None, memory_limit=None, seed=0)
+    s.evaluate(Layout(BASELINE), "baseline", F=s.baseline_format)
+    s.calibration = s._calibrate(s.candidates[Layout(BASELINE)])
+    s.queue = s.rank()
+    s.leaders = []                                          # the walk alone, from these two
+    for lay in speed:
+        assert s.evaluate(lay, "model").ok
+    assert s.best_plan()[0].layouts[0] == sell(4, "int64")
+    assert s._narrowest_twin(sell(4, "int64")) == sell(4, "int16")
+    untried = [lay for _, lay in s.queue if lay not in s.candidates]
+    c8 = sell(8, "int16")
+    assert c8 in untried and not S._neighbours(c8, sell(4, "int64"))      # two parameters from the best
+    # the first untried neighbour of either anchor, in model order, is what comes next
+    expect = next(lay for lay in untried if S._neighbours(lay, sell(4, "int64")) or S._neighbours(lay, sell(4, "int16")))
+    assert s.next_layout() == expect
+    # the twin's neighbours take their turns in model order with the best's: C=8 at int16
+    # comes before C=8 at int64 (the model ranks it first), not after all of the best's own
+    order = []
+    while len(order) < 12:
+        lay = s.next_layout()
+        if lay is None:
+            break
+        order.append(lay)
+        s.evaluate(lay, "model")
+    assert c8 in order and sell(8, "int64") in order
+    assert order.index(c8) < order.index(sell(8, "int64")), order
+    speed[sell(4, "int16")] = 1.00e-5 * (1 + 2 * S.WIDTH_TIE)                # no longer a near-tie
+    s.candidates[sell(4, "int16")].times[("matvec", 1)] = speed[sell(4, "int16")]
+    assert s._narrowest_twin(sell(4, "int64")) is None
+
+
 def test_a_measurement_far_slower_than_the_model_is_taken_again(monkeypatch):
     from autosparse import search as S
     looks = []
