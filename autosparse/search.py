@@ -36,7 +36,8 @@ Flow of one search (``Search.run``):
 6. Re-time the finalists (``finalists``: the winner, its narrowest-index
    variant, its near-ties, the best of each other format within 2x of it,
    the runner-ups within 30%; four at most) and the baseline interleaved, so
-   the winner is not an artefact of a noisy moment.  Where the workload
+   the winner is not an artefact of a noisy moment; each is ranked by the
+   median over rounds of its cost ratio to the baseline in the same round.  Where the workload
    repays it, the ones still within NEAR_TIE are timed again over more
    rounds (``_break_ties``).  Keep the fastest - a plan with narrower indices
    when it is within WIDTH_TIE - and fall back to the baseline unless it is
@@ -764,11 +765,11 @@ class Search:
         else:
             kw = dict(rounds=3 if len(plans) == 1 or per_plan * 5 / 3 * (len(plans) + 1) > room else 5)
         t = timing.interleaved(fns, budget=self._measure_budget() / 2, max_samples=self.settings["samples"], **kw)
-        base_times = {(op, k): t[("base", op, k)].median for op, k, _ in self.ops}
-        base.times.update(base_times)
-        baseline = self.workload_cost(base_times, 0.0)
-        costs = [self.workload_cost({(op, k): t[(i, op, k)].median for op, k, _ in self.ops}, self._build_s(p))
-                 for i, p in enumerate(plans)]
+        base.times.update({(op, k): t[("base", op, k)].median for op, k, _ in self.ops})
+        paired = self._paired_costs(t, ["base", *range(len(plans))],
+                                    {"base": 0.0, **{i: self._build_s(p) for i, p in enumerate(plans)}})
+        baseline = paired["base"]
+        costs = [paired[i] for i in range(len(plans))]
         if not budget_bound:
             baseline = self._break_ties(plans, costs, baseline, fns)
         best = int(np.argmin(costs))
@@ -822,9 +823,7 @@ class Search:
             return baseline
         sub = {(i, op, k): fns[(i, op, k)] for i in ties for op, k, _ in self.ops}
         t = timing.interleaved(sub, rounds=rounds, budget=self._measure_budget() / 2, min_samples=3, max_samples=3)
-        again = {i: self.workload_cost({(op, k): t[(i, op, k)].median for op, k, _ in self.ops},
-                                       0.0 if i == "base" else self._build_s(plans[i]))
-                 for i in ties}
+        again = self._paired_costs(t, ties, {i: 0.0 if i == "base" else self._build_s(plans[i]) for i in ties})
         self.notes.append(f"near-tie of {len(ties)} re-timed over {rounds} rounds: " +
                           ", ".join(f"{'scipy()' if i == 'base' else plans[i].describe()} {c:.3g} s"
                                     for i, c in again.items()))
@@ -834,6 +833,26 @@ class Search:
             else:
                 costs[i] = c
         return baseline
+
+    def _paired_costs(self, t, labels, builds) -> dict:
+        """Workload cost of each label from ``interleaved`` timings keyed (label, op, k): the
+        first label's cost (built from its pooled medians), and each other's as that times the
+        median over rounds of its cost ratio to the first in the same round.  A slow spell of
+        the shared machine scales a whole round, so per-round ratios cancel it; a ratio of
+        pooled medians does not (two rounds of 25 and 40 us decide nothing between two layouts
+        that are 30 and 33 us in each).  Without per-round times: the pooled costs."""
+        pooled = {lab: self.workload_cost({(op, k): t[(lab, op, k)].median for op, k, _ in self.ops}, builds[lab])
+                  for lab in labels}
+        counts = {len(t[(lab, op, k)].rounds) for lab in labels for op, k, _ in self.ops}
+        rounds = counts.pop() if len(counts) == 1 else 0
+        if rounds < 2:
+            return pooled
+        per_round = {lab: np.array([builds[lab] + sum(c * t[(lab, op, k)].rounds[r] for op, k, c in self.ops)
+                                    for r in range(rounds)]) for lab in labels}
+        ref = per_round[labels[0]]
+        if not (ref > 0).all():
+            return pooled
+        return {lab: pooled[labels[0]] * float(np.median(per_round[lab] / ref)) for lab in labels}
 
     def _build_s(self, plan) -> float:
         """Measured seconds to build the layouts of ``plan``."""

@@ -22,7 +22,7 @@ from __future__ import annotations
 import gc
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 clock = time.perf_counter
 
@@ -35,6 +35,7 @@ class Timing:
     samples: int
     calls: int           # calls made, warm-up included
     elapsed: float       # wall time the measurement took
+    rounds: tuple = ()   # ``interleaved``: the per-round medians, in round order
 
     def __str__(self):
         return f"{self.median * 1e6:.1f} us (±{self.spread * 100:.0f}%, {self.samples} samples)"
@@ -94,7 +95,8 @@ def interleaved(fns: dict, *, rounds: int = 5, **kw) -> dict:
     """``measure`` each of ``fns`` (name -> callable) round-robin; Timing per name.
 
     Each round measures every candidate once with ``kw``; the result per name
-    pools the per-round medians.  Every other round runs in reverse order: the
+    pools the per-round medians and keeps them (``Timing.rounds``), so callers can
+    compare candidates round by round.  Every other round runs in reverse order: the
     first of a round measured ~2% faster than an identical copy measured
     second, and a position effect must not decide between near-equal layouts.
     """
@@ -108,4 +110,4 @@ def interleaved(fns: dict, *, rounds: int = 5, **kw) -> dict:
             per_round[name].append(t.median)
             calls[name] += t.calls
             elapsed[name] += t.elapsed
-    return {name: _summary(v, calls[name], elapsed[name]) for name, v in per_round.items()}
+    return {name: replace(_summary(v, calls[name], elapsed[name]), rounds=tuple(v)) for name, v in per_round.items()}

@@ -907,6 +907,31 @@ def test_the_neighbour_walk_also_starts_from_the_narrowest_width(monkeypatch):
     assert s._narrowest_twin(sell(4, "int64")) is None
 
 
+def test_finalists_are_compared_round_by_round():
+    """A slow spell scales a whole round: the pooled medians of these two layouts say B is
+    faster (22 against 30 us), but B was 10% slower in four rounds out of five."""
+    A = sp.csr_array(powerlaw(100, 100, rng=3))
+    s = Search(A, profile(A), asp.Workload(matvec=1000), effort="measure", time_limit=None, memory_limit=None,
+               seed=0)
+    a = [10e-6, 20e-6, 30e-6, 40e-6, 50e-6]
+    b = [11e-6, 22e-6, 33e-6, 44e-6, 12e-6]
+
+    def tm(rounds):
+        med = float(np.median(rounds))
+        return timing.Timing(med, min(rounds), 0.0, len(rounds), len(rounds), 0.0, tuple(rounds))
+    t = {("a", "matvec", 1): tm(a), ("b", "matvec", 1): tm(b)}
+    assert t[("b", "matvec", 1)].median < t[("a", "matvec", 1)].median
+    cost = s._paired_costs(t, ["a", "b"], {"a": 0.0, "b": 1e-3})
+    assert cost["a"] == pytest.approx(1000 * 30e-6)                       # the reference: its pooled cost
+    per_round = [(1e-3 + 1000 * y) / (1000 * x) for x, y in zip(a, b)]
+    assert cost["b"] == pytest.approx(1000 * 30e-6 * float(np.median(per_round))) and cost["b"] > cost["a"]
+    pooled = s._paired_costs({k: timing.Timing(v.median, v.best, 0.0, 5, 5, 0.0) for k, v in t.items()},
+                             ["a", "b"], {"a": 0.0, "b": 1e-3})             # no per-round times: pooled
+    assert pooled["b"] == pytest.approx(1e-3 + 1000 * 22e-6) and pooled["b"] < pooled["a"]
+    out = timing.interleaved({"x": lambda: None}, rounds=3, min_samples=1, max_samples=1)
+    assert len(out["x"].rounds) == 3 and out["x"].median == float(np.median(out["x"].rounds))
+
+
 def test_a_measurement_far_slower_than_the_model_is_taken_again(monkeypatch):
     from autosparse import search as S
     looks = []
