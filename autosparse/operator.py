@@ -17,7 +17,6 @@ import numpy as np
 from scipy.sparse.linalg import LinearOperator
 
 from .formats import baseline as _baseline
-from .kernels._runtime import use_parallel
 from .plan import Plan
 
 # The four operators a TunedMatrix can stand for, relative to the tuned A.
@@ -293,7 +292,7 @@ class _AsGiven(TunedMatrix):
         if out is None and type(x) is np.ndarray and x.dtype == self.dtype and x.shape == (n,) \
                 and x.flags.c_contiguous:
             (kernels, gathers_adjoint), A = self._parts[0], self._A
-            if gathers_adjoint or len(A.indices) < ONE_CALL_MIN_THREADED_NNZ or not use_parallel(len(A.indices)):
+            if gathers_adjoint or len(A.indices) < ONE_CALL_MIN_THREADED_NNZ:
                 y = np.zeros(m, x.dtype)
                 kernels[0](m, n, A.indptr, A.indices, A.data, x, y)
                 return y

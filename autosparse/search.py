@@ -37,9 +37,9 @@ Flow of one search (``Search.run``):
    variant, its near-ties, the best of each other format within 2x of it,
    the runner-ups within 30%; four at most) and the baseline interleaved, so
    the winner is not an artefact of a noisy moment; each is ranked by the
-   median over rounds of its cost ratio to the baseline in the same round.  Where the workload
-   repays it, the ones still within NEAR_TIE are timed again over more
-   rounds (``_break_ties``).  Keep the fastest - a plan with narrower indices
+   median over rounds of its cost ratio to the baseline in the same round.
+   Where the workload repays it, the ones still within NEAR_TIE are timed
+   again over more rounds (``_break_ties``).  Keep the fastest - a plan with narrower indices
    when it is within WIDTH_TIE - and fall back to the baseline unless it is
    faster on the whole workload, build included.
 """
@@ -597,8 +597,7 @@ class Search:
                  if c.ok and _width_step(c.layout, lay) and self.plan_cost([c]) <= cost * (1 + WIDTH_TIE)]
         if not twins:
             return None
-        return min(twins, key=lambda c: ([_WIDTH_RANK.get(c.layout.params.get(k), 3) for k in _WIDTH_PARAMS],
-                                         self.plan_cost([c]))).layout
+        return min(twins, key=lambda c: (_layout_width_ranks(c.layout), self.plan_cost([c]))).layout
 
     def _study(self, ranked):
         import optuna
@@ -897,9 +896,12 @@ _WIDTH_PARAMS = ("index_dtype", "offset_dtype")
 _WIDTH_RANK = {"int16": 0, "int32": 1, "int64": 2}
 
 
+def _layout_width_ranks(lay: Layout) -> tuple:
+    return tuple(_WIDTH_RANK.get(lay.params[k], 3) for k in _WIDTH_PARAMS if k in lay.params)
+
+
 def _width_ranks(plan: Plan) -> tuple:
-    return tuple(_WIDTH_RANK.get(lay.params.get(k), 3) for lay in plan.layouts for k in _WIDTH_PARAMS
-                 if k in lay.params)
+    return sum((_layout_width_ranks(lay) for lay in plan.layouts), ())
 
 
 def narrower_indices(a: Plan, b: Plan) -> bool:

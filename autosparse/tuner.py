@@ -77,7 +77,7 @@ def tune(A, workload=None, *, effort="measure", time_limit=None, memory_limit=No
         raise ValueError(f"memory_limit={memory_limit} bytes is below the {base.nbytes} bytes the matrix "
                          "itself takes (the SciPy baseline); raise it or pass None")
 
-    if workload._vector_equivalents <= _FEW_CALLS or _too_small_to_tune(base, workload):
+    if _too_small_to_tune(base, workload):
         return _of_baseline(base, (_TOO_SMALL, effort, workload, _clock() - t_start))
 
     c_start = compile_seconds()                       # nothing before this point compiles

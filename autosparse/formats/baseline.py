@@ -113,20 +113,7 @@ class Baseline(Format):
 
     # Without ``out`` SciPy's result is returned as it is: no copy.
     def matvec(self, x, out=None):
-        direct = self._direct
-        if direct is not None:
-            m, n = self.shape
-            if out is None and type(x) is np.ndarray and x.dtype == self.dtype and x.shape == (n,) \
-                    and x.flags.c_contiguous:
-                # _direct_product's commonest call spelled out: on a small matrix this
-                # path is a one-call workload's product, and every 0.1 us counts
-                y = np.zeros(m, x.dtype)
-                if self._gathers_adjoint or not self._threaded():
-                    A = self.matrix
-                    direct[0](m, n, A.indptr, A.indices, A.data, x, y)
-                else:
-                    self._parallel_gather(self.matrix, x, y, False)
-                return y
+        if self._direct is not None:
             y = self._direct_product(False, x, out, False)
             if y is not None:
                 return y

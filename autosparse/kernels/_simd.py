@@ -54,8 +54,6 @@ def _block(typingctx, k0, k1, indices, data, table, X, out, i, c0, stop, stream,
     if not isinstance(width, types.IntegerLiteral):
         return None
     W = width.literal_value
-    has_table = not isinstance(table, types.NoneType)
-    vdt = table.dtype if has_table else data.dtype
     streaming = not isinstance(stream, types.NoneType)
     sig = types.intp(k0, k1, indices, data, table, X, out, i, c0, stop, stream, width)
 
