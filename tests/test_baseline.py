@@ -295,3 +295,53 @@ def test_overlap_is_caught_after_a_disjoint_pair_was_remembered(fmt):
         F.matvec(x, out=buf[30:70])                                   # the remembered x, another out
     assert not disjoint(x, x) and not disjoint(buf[:40], buf[39:79])
     np.testing.assert_allclose(F.matvec(x, out=out), A @ x, rtol=1e-13)   # the remembered pair still works
+
+
+@pytest.mark.parametrize("fmt", ["csr", "ell", "dia"])
+@pytest.mark.parametrize("dtype", [np.float64, np.complex64])
+def test_vector_hot_path_hands_everything_else_to_the_checked_path(fmt, dtype):
+    """Once a vector kernel is bound, ``matvec``/``rmatvec`` call it after a few identity and
+    shape tests.  Every input those tests do not pass must still be right or clearly refused."""
+    from autosparse import formats
+    A = sp.csr_array(sp.random_array((40, 30), density=0.2, rng=6, format="csr", dtype=dtype))
+    F = formats.convert(A, fmt)
+    x, w = rng_vector(30, dtype, 1), rng_vector(40, dtype, 2)
+    tol = dict(rtol=1e-5 if dtype == np.complex64 else 1e-13, atol=1e-6 if dtype == np.complex64 else 0)
+    np.testing.assert_allclose(F.matvec(x), A @ x, **tol)                     # binds the hot kernels
+    np.testing.assert_allclose(F.rmatvec(w), A.T.conj() @ w, **tol)
+    assert F._mv[0] == np.dtype(dtype) and F._rmv[0] == np.dtype(dtype)
+    buf = np.zeros(80, dtype)
+    buf[:30] = x
+    with pytest.raises(ValueError, match="overlap"):
+        F.matvec(buf[:30], out=buf[20:60])
+    S = formats.convert(sp.csr_array(A[:30]), fmt)                              # square: out may be x itself
+    np.testing.assert_allclose(S.matvec(x), A[:30] @ x, **tol)
+    with pytest.raises(ValueError, match="overlap"):
+        S.matvec(x, out=x)
+    with pytest.raises(ValueError, match="out is read-only"):
+        ro = np.zeros(40, dtype)
+        ro.flags.writeable = False
+        F.matvec(x, out=ro)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        F.matvec(x, out=np.zeros(80, dtype)[::2])
+    with pytest.raises(ValueError, match="out must have shape"):
+        F.matvec(x, out=np.zeros(40, np.complex128 if dtype == np.complex64 else np.float32))
+    with pytest.raises(ValueError, match="dimension mismatch"):
+        F.matvec(np.ones(31, dtype))
+    with pytest.raises(ValueError, match=r"matvec needs a 1-D x of shape \(30,\)"):
+        F.matvec(np.ones((30, 1), dtype))                                       # 2-D: matmat's
+    with pytest.raises(ValueError, match=r"rmatvec needs a 1-D x"):
+        F.rmatvec(np.ones((40, 1), dtype).tolist())                             # nested lists too
+    unaligned = np.zeros(40 * np.dtype(dtype).itemsize + 1, np.uint8)[1:].view(dtype)
+    np.testing.assert_allclose(F.matvec(x, out=unaligned), A @ x, **tol)       # not carray: checked, right
+    swapped = x.astype(x.dtype.newbyteorder())                                 # another dtype object
+    np.testing.assert_allclose(F.matvec(swapped), A @ x, **tol)
+    x32 = x.real.astype(np.float32)                                             # promoted as SciPy does
+    y = F.matvec(x32)
+    assert y.dtype == (A @ x32).dtype
+    np.testing.assert_allclose(y, A @ x32, **tol)
+    np.testing.assert_allclose(F.rmatvec(w, conj=False), A.T @ w, **tol)       # the other conj: checked
+    np.testing.assert_allclose(F.rmatvec(w), A.T.conj() @ w, **tol)            # and the hot one again
+    out = np.empty(40, dtype)
+    assert F.matvec(x, out=out) is out
+    np.testing.assert_allclose(out, A @ x, **tol)

@@ -50,6 +50,13 @@ class Format:
     name: ClassVar[str] = "?"
     padded: ClassVar[bool] = False
     streams: ClassVar[tuple | None] = None
+    # The vector products' hot path (``matvec``/``rmatvec``): the first kernel bound for an
+    # operand that needs no cast, as one tuple (dtype, x's shape, out's shape, conj, kernel)
+    # that ``_run`` stores once, in one assignment, so threads never see half of it.  Until
+    # then the dtype is None and every call takes the checked path.  Dtypes are compared by
+    # identity: numpy's builtin dtypes are singletons, and any other dtype object, equal
+    # or not, takes the checked path.
+    _mv = _rmv = (None, None, None, None, None)
 
     def __init__(self, shape, dtype, nnz, params):
         self.shape = (int(shape[0]), int(shape[1]))
@@ -57,8 +64,6 @@ class Format:
         self.nnz = int(nnz)                     # entries of A (not padding)
         self.params = dict(params)
         self._bound = {}
-        self._fast = {}                         # (op, conj, dtype) -> bound vector kernel
-        self._in_shape = {MATVEC: (self.shape[1],), RMATVEC: (self.shape[0],)}
         self._exact = None
 
     # -- what subclasses provide ------------------------------------------
@@ -87,36 +92,48 @@ class Format:
 
     def matvec(self, x, out=None):
         """A @ x for a 1-D ``x``; writes into ``out`` when given."""
-        fn = self._fast.get((MATVEC, False, x.dtype)) if type(x) is np.ndarray else None
-        if fn is not None and x.shape == self._in_shape[MATVEC] and x.flags.c_contiguous:
-            y = self._fast_vector(fn, MATVEC, x, out, False)
-            if y is not None:
-                return y
-        x, out = self._operands(x, out, self.shape[1], self.shape[0], 1)
-        self._run(MATVEC, x, out, False)
-        return out
+        # a few identity and shape tests in front of the kernel; anything they do not accept
+        # takes the checked path, which casts or explains what is wrong
+        dt, shape_in, shape_out, _, fn = self._mv
+        if type(x) is np.ndarray and x.dtype is dt and x.shape == shape_in and x.flags.c_contiguous:
+            if out is None:
+                out = np.empty(shape_out, dt)
+            # out: x's dtype and the product's shape, C-contiguous, aligned and writeable
+            # (carray), apart from x (two arrays owning their memory are apart: no call)
+            elif not (type(out) is np.ndarray and out.dtype is dt and out.shape == shape_out and out.flags.carray
+                      and ((out is not x and out.base is None and x.base is None) or disjoint(x, out))):
+                return self._checked_vector(MATVEC, x, out, False)
+            if fn(x, out) and self.padded and not _all_finite(x):
+                self._exact_product(MATVEC, x, out, False)
+            return out
+        return self._checked_vector(MATVEC, x, out, False)
 
     def rmatvec(self, x, out=None, *, conj=True):
         """Aᴴ @ x (``conj=False``: Aᵀ @ x) for a 1-D ``x``."""
-        fn = self._fast.get((RMATVEC, conj, x.dtype)) if type(x) is np.ndarray else None
-        if fn is not None and x.shape == self._in_shape[RMATVEC] and x.flags.c_contiguous:
-            y = self._fast_vector(fn, RMATVEC, x, out, conj)
-            if y is not None:
-                return y
-        x, out = self._operands(x, out, self.shape[0], self.shape[1], 1)
-        self._run(RMATVEC, x, out, conj)
-        return out
+        # matvec's hot path, spelled out again: a shared helper would add a Python call,
+        # a fifth of what the path costs
+        dt, shape_in, shape_out, bound_conj, fn = self._rmv
+        if type(x) is np.ndarray and x.dtype is dt and x.shape == shape_in and conj is bound_conj \
+                and x.flags.c_contiguous:
+            if out is None:
+                out = np.empty(shape_out, dt)
+            elif not (type(out) is np.ndarray and out.dtype is dt and out.shape == shape_out and out.flags.carray
+                      and ((out is not x and out.base is None and x.base is None) or disjoint(x, out))):
+                return self._checked_vector(RMATVEC, x, out, conj)
+            if fn(x, out) and self.padded and not _all_finite(x):
+                self._exact_product(RMATVEC, x, out, conj)
+            return out
+        return self._checked_vector(RMATVEC, x, out, conj)
 
-    def _fast_vector(self, fn, op, x, out, conj):
-        """The hot path of a vector product whose kernel is bound for x's dtype
-        (no cast needed): a few checks, then the kernel.  None: take the full path."""
-        n_out = self.shape[0] if op == MATVEC else self.shape[1]
-        if out is None:
-            out = np.empty(n_out, x.dtype)
-        elif not fits_vector_out(out, x, n_out):
-            return None                          # the full path explains what is wrong
-        if fn(x, out) and self.padded and not _all_finite(x):
-            self._exact_product(op, x, out, conj)
+    def _checked_vector(self, op, x, out, conj):
+        n_in, n_out = self.shape[::-1] if op == MATVEC else self.shape
+        if type(x) is not np.ndarray:
+            x = _as_array(x, "x")
+        if x.ndim != 1:
+            raise ValueError(f"{op} needs a 1-D x of shape ({n_in},), got shape {x.shape} "
+                             f"({'matmat' if op == MATVEC else 'rmatmat'} takes 2-D operands)")
+        x, out = self._operands(x, out, n_in, n_out, 1)
+        self._run(op, x, out, conj)
         return out
 
     def matmat(self, X, out=None):
@@ -189,7 +206,11 @@ class Format:
             fn = self._bind(op, parallel, conj, x, out, stream)
             self._bound[key] = fn
             if op in (MATVEC, RMATVEC) and x.dtype == out.dtype:
-                self._fast[(op, conj, x.dtype)] = fn
+                hot = (x.dtype, x.shape, out.shape, conj, fn)
+                if op == MATVEC and self._mv[0] is None:
+                    self._mv = hot
+                elif op == RMATVEC and self._rmv[0] is None:
+                    self._rmv = hot
         nan_results = fn(x, out)
         if nan_results and self.padded and not _all_finite(x):
             self._exact_product(op, x, out, conj)

@@ -74,11 +74,8 @@ class Baseline(Format):
 
     def __getattr__(self, name):
         # runs only while ``name`` is missing from the instance
-        if name in ("_bound", "_fast"):
+        if name == "_bound":
             value = {}
-        elif name == "_in_shape":
-            m, n = self.shape
-            value = {MATVEC: (n,), RMATVEC: (m,)}
         elif name == "_complex":
             value = self.dtype.kind == "c"
         else:
