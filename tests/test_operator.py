@@ -1,5 +1,6 @@
 """TunedMatrix: LinearOperator semantics, routing to copies, views, out=, threads."""
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -156,3 +157,42 @@ def test_concurrent_calls_from_threads_do_not_crash():
     assert res.returncode == 0, res.stderr[-2000:]
     assert "ERRORS 0" in res.stdout
     assert "LAYER workqueue" not in res.stdout or "serialised" in res.stderr
+
+
+def test_kernels_load_from_the_disk_cache_without_numbas_full_refresh():
+    """A kernel on disk loads with numba's runtime alone (``_runtime._light_loads``): numba's
+    implementation registries (its linalg among them) stay unimported, and loaded kernels,
+    serial and threaded, give SciPy's results, before and after numba compiles something
+    in the same process.  With AUTOSPARSE_NUMBA_FULL_LOAD=1 numba's own load runs."""
+    code = textwrap.dedent("""
+        import sys, numba, numpy as np, scipy.sparse as sp
+        from autosparse import formats
+        from autosparse.kernels._runtime import use_parallel
+        cases = []
+        for n, dens in ((300, 0.02), (3000, 0.03)):                  # serial, then threaded
+            A = sp.random_array((n, n), density=dens, rng=1, format="csr")
+            cases.append((A, np.random.default_rng(2).standard_normal(n), formats.convert(A, "csr")))
+        def errors():
+            return [(use_parallel(A.nnz), float(np.abs(F.matvec(x) - A @ x).max()),
+                     float(np.abs(F.rmatvec(x) - A.T @ x).max())) for A, x, F in cases]
+        out = [errors(), "numba.np.linalg" in sys.modules]
+        add = numba.njit(lambda a: a + 1)                              # compiled now, not cached
+        out += [add(1), errors()]
+        print("RESULT", out)
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "AUTOSPARSE_NUMBA_FULL_LOAD"}
+
+    def run(**extra):
+        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                             env=dict(env, **extra))
+        assert res.returncode == 0, res.stderr[-2000:]
+        return eval(res.stdout.split("RESULT", 1)[1])                  # noqa: S307 - our own literal
+
+    run()                                                              # on disk from here on
+    for full in (False, True):
+        before, registries, two, after = run(**({"AUTOSPARSE_NUMBA_FULL_LOAD": "1"} if full else {}))
+        assert registries is full                                     # refreshed only by numba's own load
+        assert two == 2
+        for errs in (before, after):
+            assert [threaded for threaded, _, _ in errs] == [False, True]
+            assert all(e < 1e-12 for _, e1, e2 in errs for e in (e1, e2)), errs

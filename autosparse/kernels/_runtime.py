@@ -4,7 +4,8 @@
   arithmetic (see FASTMATH), serial and ``parallel=True``.
 * Disk cache: numba writes next to the sources, or to the user cache dir when
   the package is read-only.  When neither is writable we point numba at a
-  per-user temp dir, so importing autosparse never fails on caching.
+  per-user temp dir, so importing autosparse never fails on caching.  Kernels
+  load from it without numba's full context refresh (``_light_loads``).
 * Threads: numba's default ``workqueue`` layer aborts the process when two
   Python threads launch parallel kernels at once.  We ask for a thread-safe
   layer (TBB or OpenMP); when none loads, parallel launches are serialised
@@ -17,6 +18,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import tempfile
@@ -75,8 +77,56 @@ _ensure_cache_dir()
 if not os.environ.get("NUMBA_THREADING_LAYER"):
     _nb_config.THREADING_LAYER = "threadsafe"
 
-jit = numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
-pjit = numba.njit(cache=True, nogil=True, fastmath=FASTMATH, parallel=True)
+_njit = numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
+_njit_parallel = numba.njit(cache=True, nogil=True, fastmath=FASTMATH, parallel=True)
+
+
+def jit(fn):
+    """``@njit(cache=True, nogil=True)``, exact arithmetic, light loads from the disk cache."""
+    return _light_loads(_njit(fn))
+
+
+def pjit(fn):
+    """``jit`` with ``parallel=True``."""
+    return _light_loads(_njit_parallel(fn))
+
+
+# numba's own load of a kernel from its disk cache first refreshes the target context,
+# which imports and registers every implementation numba has (arrays, unicode, dicts,
+# random, linalg, ...): 0.4-0.8 s here, half of a warm ``import autosparse`` plus ``tune()``
+# of a small matrix, for machine code that needs none of it.  Loaded code needs numba's
+# runtime (NRT) and the helper symbols the context installs when it is made.  So our
+# dispatchers load with just that; compiling (a kernel not on disk) refreshes as always,
+# and any error in a light load hands it to numba's own.  AUTOSPARSE_NUMBA_FULL_LOAD=1
+# turns light loads off.
+def _light_loads(dispatcher):
+    cache = getattr(dispatcher, "_cache", None)
+    if _LIGHT_LOAD is not None and hasattr(cache, "_load_overload"):
+        cache.load_overload = functools.partial(_light_load_overload, cache)   # this dispatcher's only
+    return dispatcher
+
+
+def _light_load_overload(cache, sig, target_context):
+    try:
+        _LIGHT_LOAD.initialize(target_context)                 # the NRT: what loaded code calls
+        with cache._guard_against_spurious_io_errors():
+            return cache._load_overload(sig, target_context)
+    except Exception as exc:  # noqa: BLE001 - numba's own load decides
+        log.debug("light load of %s failed (%s: %s); numba's own load", cache._name, type(exc).__name__, exc)
+        return type(cache).load_overload(cache, sig, target_context)
+
+
+def _light_load_runtime():
+    if os.environ.get("AUTOSPARSE_NUMBA_FULL_LOAD"):
+        return None
+    try:
+        from numba.core.runtime import rtsys
+    except ImportError:                              # pragma: no cover - another numba
+        return None
+    return rtsys if hasattr(rtsys, "initialize") else None
+
+
+_LIGHT_LOAD = _light_load_runtime()
 
 _threads_state = {"ready": False, "lock": None}
 _threads_init_lock = threading.Lock()
@@ -178,7 +228,7 @@ def _quick_signature(args, literals):
     return tuple(key)
 
 
-@numba.njit(cache=True, nogil=True)
+@jit
 def _balanced_bounds(indptr, nparts, row_cost):
     """Row boundaries of ``nparts`` chunks of about equal nnz + row_cost*rows."""
     m = indptr.size - 1

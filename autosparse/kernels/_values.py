@@ -8,10 +8,9 @@ is ``table[data[k]]``.  The choice is made at compile time from the type of
 
 import numpy as np
 from numba import types
-from numba import njit
 from numba.extending import overload
 
-from ._runtime import FASTMATH
+from ._runtime import FASTMATH, jit
 
 
 def value(data, table, k):  # pragma: no cover - replaced by the overload in jitted code
@@ -41,7 +40,7 @@ def _cvalue_impl(data, table, k, conj):
     return lambda data, table, k, conj: value(data, table, k)
 
 
-@njit(cache=True, nogil=True)
+@jit
 def encode_words(words, max_codes):
     """Codes of the distinct rows of ``words`` (the values' bits).
 
