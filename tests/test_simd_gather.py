@@ -134,3 +134,45 @@ def test_aligned_empty_and_streamable_conditions():
     assert not streamable(big[:, :8])                   # not contiguous
     assert not streamable(aligned_empty((rows, 16), np.complex128)[:rows // 2])   # complex
     assert not streamable(aligned_empty((rows // 2, 16), np.float64))             # below the size
+
+
+def test_prefetch_is_a_hint_anywhere():
+    """``_simd.prefetch`` asks for a line and nothing else: any index, past either end of the
+    array, of an empty array, or of any dtype, neither faults nor changes a value."""
+    import numba
+    from autosparse.kernels._simd import prefetch
+
+    @numba.njit
+    def touch(a, idx):
+        for i in idx:
+            prefetch(a, i)
+        return a.copy()
+
+    idx = np.array([0, 1, 7, 64, 10**6, 2**40, -1, -(10**6), -(2**40)], np.int64)
+    for a in (np.arange(100.0), np.arange(10, dtype=np.int16), np.empty(0, np.complex128),
+              np.arange(12, dtype=np.float32).reshape(3, 4)):
+        np.testing.assert_array_equal(touch(a, idx), a)
+        np.testing.assert_array_equal(touch(a, idx.astype(np.uint64)), a)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(m=st.integers(0, 300), n=st.integers(1, 300), density=st.floats(0, 1), seed=st.integers(0, 2**16),
+       fmt=st.sampled_from(["csr", "sell"]), values=st.sampled_from(["full", "table"]),
+       index_dtype=st.sampled_from(["int16", "int32", "int64"]))
+def test_prefetching_vector_gathers_are_scipy_bit_for_bit(m, n, density, seed, fmt, values, index_dtype):
+    """The CSR and SELL A x kernels prefetch ahead of their entries (past the end near the
+    last rows); each row is still SciPy's sum, bit for bit."""
+    A = _matrix(m, n, density, seed)
+    x = np.random.default_rng(seed).standard_normal(n)
+    params = {"C": 4, "sigma": 1} if fmt == "sell" else {}
+    F = formats.convert(A, fmt, values=values, index_dtype=index_dtype, **params)
+    np.testing.assert_array_equal(F.matvec(x), A @ x)
+
+
+@pytest.mark.parametrize("fmt", ["csr", "sell"])
+def test_prefetching_vector_gathers_on_the_threads(fmt):
+    A = _matrix(700, 500, 0.5, 11)
+    assert A.nnz >= PARALLEL_MIN_WORK
+    x = np.random.default_rng(1).standard_normal(500)
+    F = formats.convert(A, fmt, **({"C": 8, "sigma": 1} if fmt == "sell" else {}))
+    np.testing.assert_array_equal(F.matvec(x), A @ x)

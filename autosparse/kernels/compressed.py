@@ -21,6 +21,9 @@ Loop shapes (measured on Poisson 100³ and a 9-diagonal band, 2 threads):
   may differ from SciPy in the last bits.)
 * Gathers walk a running entry pointer through ``indptr[1:]`` with
   unsigned counters: no wraparound code, one pointer load per row.
+* The vector gather prefetches the lines of values and indices 8 KB ahead,
+  once per line (``_simd.prefetch``): A x on the large set went from
+  0.81-0.99x MKL to 1.0-1.2x on one thread.
 * Parallel scatters use a *scatter plan* instead of one private copy of the
   output per thread.  Chunk t of the outer dimension touches outputs in
   ``[lo, hi)``; the part of that span no other chunk touches, ``[elo, ehi)``,
@@ -40,7 +43,7 @@ import numpy as np
 from numba import prange
 
 from ._runtime import jit, pjit
-from ._simd import gather_rows2
+from ._simd import CACHE_LINE, PREFETCH_BYTES, gather_rows2, prefetch
 from ._values import cvalue
 
 _1 = np.uint64(1)
@@ -227,7 +230,12 @@ def slot(lo, elo, ehi, oa, ob, r):
 
 @jit
 def gather_range(j0, j1, k, ip1, indices, data, table, conj, x, out):
-    """Dot products of columns j0..j1 (entries from k on), each summed in order from 0."""
+    """Dot products of columns j0..j1 (entries from k on), each summed in order from 0.
+    After each slice, the lines of data and indices PREFETCH_BYTES ahead that were not
+    asked for yet are prefetched (``_simd.prefetch``), once per line."""
+    step = np.uint64(CACHE_LINE // max(data.itemsize, indices.itemsize))
+    ahead = np.uint64(PREFETCH_BYTES // data.itemsize)
+    p = k                                   # entries below p + ahead were prefetched
     for j in range(j0, j1):
         e = ip1[j]
         s = out.dtype.type(0)
@@ -235,6 +243,10 @@ def gather_range(j0, j1, k, ip1, indices, data, table, conj, x, out):
             s += cvalue(data, table, k, conj) * x[indices[k]]
             k += _1
         out[j] = s
+        while p < k:
+            prefetch(data, p + ahead)
+            prefetch(indices, p + ahead)
+            p += step
 
 
 @jit

@@ -17,6 +17,10 @@ Arithmetic is exact (no fastmath): each row is summed in column order, as
 SciPy does, and the serial transposed products scatter row by row (in
 sorted order: SciPy's order when sigma = 1).
 
+A x prefetches the slots' values and columns 8 KB ahead, once per line
+(``_simd.prefetch``): 1.15-1.5x on streaming-bound matrices, ~0.9x on a
+gather-bound power-law one (one thread).
+
 Parallel kernels take ``bounds`` over chunks balanced by stored slots.
 Every kernel returns a count that is non-zero whenever padding may have
 produced a NaN (padded-format contract; see ``kernels/ell.py``).
@@ -31,6 +35,7 @@ from numba.extending import overload
 from ._runtime import FASTMATH
 from ._values import cvalue, value
 from ._runtime import jit, pjit
+from ._simd import CACHE_LINE, PREFETCH_BYTES, prefetch
 from .ell import lane_accumulate, lanes, nonfinite_row
 
 
@@ -50,9 +55,16 @@ def _mv_chunks(C, c0, c1, cptr, cols, data, table, perm, x, out):
     m = np.uint64(out.size)
     uC = np.uint64(C)
     nan = 0
+    step = np.uint64(CACHE_LINE // max(data.itemsize, cols.itemsize))
+    ahead = np.uint64(PREFETCH_BYTES // data.itemsize)
+    p = cptr[c0] if c1 > c0 else np.uint64(0)          # slots below p + ahead were prefetched
     for c in range(np.uint64(c0), np.uint64(c1)):
         acc = lanes(C, out.dtype)
         lane_accumulate(C, acc, data, table, cols, x, cptr[c], uC, (cptr[c + 1] - cptr[c]) // uC)
+        while p < cptr[c + 1]:                           # see _simd.prefetch
+            prefetch(data, p + ahead)
+            prefetch(cols, p + ahead)
+            p += step
         base = c * uC
         if base + uC <= m:             # constant trip count: stores straight from registers
             for r in range(uC):
