@@ -155,24 +155,52 @@ def test_prefetch_is_a_hint_anywhere():
         np.testing.assert_array_equal(touch(a, idx.astype(np.uint64)), a)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.fixture
+def prefetch_everything(monkeypatch):
+    """Kernels prefetch only over arrays beyond the caches (``_simd.PREFETCH_MIN_BYTES``):
+    with the bound at 0, the small matrices of a test take that path too."""
+    from autosparse.kernels import _simd
+    monkeypatch.setattr(_simd, "PREFETCH_MIN_BYTES", 0)
+    assert _simd.prefetch_ahead(np.zeros(1), np.zeros(1, np.int32)) == _simd.PREFETCH_BYTES // 8
+
+
+def test_prefetch_distance_is_zero_while_the_arrays_fit_in_the_caches():
+    from autosparse.kernels._simd import PREFETCH_BYTES, PREFETCH_MIN_BYTES, prefetch_ahead
+    n = PREFETCH_MIN_BYTES // 12
+    assert prefetch_ahead(np.zeros(n - 1), np.zeros(n - 1, np.int32)) == 0
+    assert prefetch_ahead(np.zeros(n + 1), np.zeros(n + 1, np.int32)) == PREFETCH_BYTES // 8
+    assert prefetch_ahead(np.zeros(n + 1, np.complex64), np.zeros(n + 1, np.int32)) == PREFETCH_BYTES // 8
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(m=st.integers(0, 300), n=st.integers(1, 300), density=st.floats(0, 1), seed=st.integers(0, 2**16),
-       fmt=st.sampled_from(["csr", "sell"]), values=st.sampled_from(["full", "table"]),
+       fmt=st.sampled_from(["csr", "sell", "csc"]), values=st.sampled_from(["full", "table"]),
        index_dtype=st.sampled_from(["int16", "int32", "int64"]))
-def test_prefetching_vector_gathers_are_scipy_bit_for_bit(m, n, density, seed, fmt, values, index_dtype):
-    """The CSR and SELL A x kernels prefetch ahead of their entries (past the end near the
-    last rows); each row is still SciPy's sum, bit for bit."""
+def test_prefetching_vector_gathers_are_scipy_bit_for_bit(prefetch_everything, m, n, density, seed, fmt, values,
+                                                            index_dtype):
+    """The CSR, CSC (Aᴴx) and SELL vector gathers prefetch ahead of their entries, past the
+    end near the last rows; each row is still SciPy's sum, bit for bit."""
     A = _matrix(m, n, density, seed)
-    x = np.random.default_rng(seed).standard_normal(n)
     params = {"C": 4, "sigma": 1} if fmt == "sell" else {}
+    if fmt == "csc":                                   # Aᴴ w is CSC's gather: SciPy's CSR A x sum
+        F = formats.convert(sp.csr_array(A.T), "csc", values=values, index_dtype=index_dtype)
+        w = np.random.default_rng(seed).standard_normal(n)
+        np.testing.assert_array_equal(F.rmatvec(w), A @ w)
+        return
     F = formats.convert(A, fmt, values=values, index_dtype=index_dtype, **params)
+    x = np.random.default_rng(seed).standard_normal(n)
     np.testing.assert_array_equal(F.matvec(x), A @ x)
 
 
-@pytest.mark.parametrize("fmt", ["csr", "sell"])
-def test_prefetching_vector_gathers_on_the_threads(fmt):
+@pytest.mark.parametrize("fmt", ["csr", "sell", "scipy"])
+def test_prefetching_vector_gathers_on_the_threads(prefetch_everything, fmt):
+    from autosparse.formats import baseline
     A = _matrix(700, 500, 0.5, 11)
     assert A.nnz >= PARALLEL_MIN_WORK
     x = np.random.default_rng(1).standard_normal(500)
-    F = formats.convert(A, fmt, **({"C": 8, "sigma": 1} if fmt == "sell" else {}))
+    if fmt == "scipy":                                 # the baseline's threaded gather on A's arrays
+        F = baseline.from_csr(A)
+        assert F.threaded_gather("matvec")
+    else:
+        F = formats.convert(A, fmt, **({"C": 8, "sigma": 1} if fmt == "sell" else {}))
     np.testing.assert_array_equal(F.matvec(x), A @ x)

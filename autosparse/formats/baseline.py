@@ -168,7 +168,9 @@ class Baseline(Format):
                                    unsigned(idx))
         _, _, _, bounds, ip1, uidx = split
         from ..kernels import compressed as K     # here: a one-call tune() never loads these kernels
-        args = (bounds, ptr[bounds].astype(np.uint64), ip1, uidx, data, None, conjugate, x, y)
+        from ..kernels._simd import prefetch_ahead
+        args = (bounds, ptr[bounds].astype(np.uint64), ip1, uidx, data, None, prefetch_ahead(data, idx), conjugate,
+                x, y)
         entry(K.gather_par, *args)(*args)
 
     def _matmat(self, op, X, out, n_in, n_out, conj):

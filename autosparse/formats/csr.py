@@ -19,6 +19,7 @@ import scipy.sparse as sp
 from .._checks import as_csr, index_dtype_for, unsigned
 from ..kernels import compressed as K
 from ..kernels._runtime import balanced_bounds
+from ..kernels._simd import prefetch_ahead
 from ..kernels._values import value_table
 from ._base import MATMAT, MATVEC, STREAM, Format
 from ._grids import MAX_TABLE
@@ -45,6 +46,7 @@ class Compressed(Format):
         self.indptr, self.indices, self.data, self.table = indptr, indices, data, table
         self._ip1 = unsigned(indptr)[1:]
         self._ix = unsigned(indices)
+        self._ahead = prefetch_ahead(data, indices)      # the vector gather's prefetch distance
         self.bounds = balanced_bounds(indptr).astype(np.uint64)
         self._kstart = indptr[self.bounds.astype(np.int64)].astype(np.uint64)
         self._plan = None
@@ -64,6 +66,8 @@ class Compressed(Format):
             arrays = arrays + (STREAM if stream else None,)
         if forward:
             arrays = arrays + (False,)                  # the base appends conj for adjoint ops only
+        if gather and vector:                          # the prefetch distance goes before conj
+            arrays = arrays[:4] + (self._ahead,) + arrays[4:]
         if gather:
             serial, par = (K.gather, K.gather_par) if vector else (K.gather2, K.gather2_par)
             return (par, (self.bounds, self._kstart) + arrays, ()) if parallel else (serial, arrays, ())

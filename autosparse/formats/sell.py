@@ -35,8 +35,9 @@ import scipy.sparse as sp
 from .._checks import as_csr, check_count, index_dtype_for, unsigned
 from ..kernels import sell as K
 from ..kernels._runtime import balanced_bounds
+from ..kernels._simd import prefetch_ahead
 from . import csr as _csr
-from ._base import Format
+from ._base import MATVEC, Format
 from ._grids import MAX_TABLE, SELL_C, SELL_SIGMA
 from .ell import MAX_BYTES_VS_CSR, csr_bytes, explicit_zero_bytes
 
@@ -62,9 +63,10 @@ class SELL(Format):
 
     def _kernel(self, op, parallel, conj):
         serial, par = K.KERNELS[op]
+        tail = (prefetch_ahead(self.data, self.cols),) if op == MATVEC else ()     # A x prefetches
         if parallel:
-            return par, (self.C, self.bounds) + self._args, (0,)
-        args = (self.C, 0, self.cptr.size - 1) + self._args
+            return par, (self.C, self.bounds) + self._args + tail, (0,)
+        args = (self.C, 0, self.cptr.size - 1) + self._args + tail
         return serial, args + ((True,) if op in K.TRANSPOSED else ()), (0,)
 
     def work(self, op, k=1):

@@ -22,8 +22,8 @@ Loop shapes (measured on Poisson 100³ and a 9-diagonal band, 2 threads):
 * Gathers walk a running entry pointer through ``indptr[1:]`` with
   unsigned counters: no wraparound code, one pointer load per row.
 * The vector gather prefetches the lines of values and indices 8 KB ahead,
-  once per line (``_simd.prefetch``): A x on the large set went from
-  0.81-0.99x MKL to 1.0-1.2x on one thread.
+  once per line (``_simd.prefetch``), when they do not fit in the caches:
+  A x on the large set went from 0.81-0.99x MKL to 1.0-1.2x on one thread.
 * Parallel scatters use a *scatter plan* instead of one private copy of the
   output per thread.  Chunk t of the outer dimension touches outputs in
   ``[lo, hi)``; the part of that span no other chunk touches, ``[elo, ehi)``,
@@ -229,35 +229,49 @@ def slot(lo, elo, ehi, oa, ob, r):
 # -- gathers: out[j] = Σ_k v_k x[indices[k]]  (A x in CSR, Aᴴx in CSC) ----
 
 @jit
-def gather_range(j0, j1, k, ip1, indices, data, table, conj, x, out):
+def _dot(k, e, indices, data, table, conj, x, s):
+    """s + the slice's products from entry k to e, in order."""
+    while k < e:
+        s += cvalue(data, table, k, conj) * x[indices[k]]
+        k += _1
+    return s
+
+
+@jit
+def gather_range(j0, j1, k, ip1, indices, data, table, ahead, conj, x, out):
     """Dot products of columns j0..j1 (entries from k on), each summed in order from 0.
-    After each slice, the lines of data and indices PREFETCH_BYTES ahead that were not
-    asked for yet are prefetched (``_simd.prefetch``), once per line."""
+    With ``ahead`` > 0, after each slice the lines of data and indices ``ahead`` entries on
+    that were not asked for yet are prefetched (``_simd.prefetch``), once per line.  (Two
+    loops: a test of ``ahead`` per slice cost 10% on short in-cache rows.)"""
+    zero = out.dtype.type(0)
+    if ahead == 0:
+        for j in range(j0, j1):
+            e = ip1[j]
+            out[j] = _dot(k, e, indices, data, table, conj, x, zero)
+            k = e
+        return
     step = np.uint64(CACHE_LINE // max(data.itemsize, indices.itemsize))
-    ahead = np.uint64(PREFETCH_BYTES // data.itemsize)
+    uahead = np.uint64(ahead)
     p = k                                   # entries below p + ahead were prefetched
     for j in range(j0, j1):
         e = ip1[j]
-        s = out.dtype.type(0)
-        while k < e:
-            s += cvalue(data, table, k, conj) * x[indices[k]]
-            k += _1
-        out[j] = s
+        out[j] = _dot(k, e, indices, data, table, conj, x, zero)
+        k = e
         while p < k:
-            prefetch(data, p + ahead)
-            prefetch(indices, p + ahead)
+            prefetch(data, p + uahead)
+            prefetch(indices, p + uahead)
             p += step
 
 
 @jit
-def gather(ip1, indices, data, table, conj, x, out):
-    gather_range(np.uint64(0), np.uint64(ip1.size), np.uint64(0), ip1, indices, data, table, conj, x, out)
+def gather(ip1, indices, data, table, ahead, conj, x, out):
+    gather_range(np.uint64(0), np.uint64(ip1.size), np.uint64(0), ip1, indices, data, table, ahead, conj, x, out)
 
 
 @pjit
-def gather_par(bounds, kstart, ip1, indices, data, table, conj, x, out):
+def gather_par(bounds, kstart, ip1, indices, data, table, ahead, conj, x, out):
     for t in prange(bounds.size - 1):
-        gather_range(bounds[t], bounds[t + 1], kstart[t], ip1, indices, data, table, conj, x, out)
+        gather_range(bounds[t], bounds[t + 1], kstart[t], ip1, indices, data, table, ahead, conj, x, out)
 
 
 @jit

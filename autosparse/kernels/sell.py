@@ -18,8 +18,9 @@ SciPy does, and the serial transposed products scatter row by row (in
 sorted order: SciPy's order when sigma = 1).
 
 A x prefetches the slots' values and columns 8 KB ahead, once per line
-(``_simd.prefetch``): 1.15-1.5x on streaming-bound matrices, ~0.9x on a
-gather-bound power-law one (one thread).
+(``_simd.prefetch``), when they do not fit in the caches (``ahead`` > 0):
+1.15-1.5x on streaming-bound matrices, ~0.9x on a gather-bound power-law
+one (one thread).
 
 Parallel kernels take ``bounds`` over chunks balanced by stored slots.
 Every kernel returns a count that is non-zero whenever padding may have
@@ -35,7 +36,7 @@ from numba.extending import overload
 from ._runtime import FASTMATH
 from ._values import cvalue, value
 from ._runtime import jit, pjit
-from ._simd import CACHE_LINE, PREFETCH_BYTES, prefetch
+from ._simd import CACHE_LINE, prefetch
 from .ell import lane_accumulate, lanes, nonfinite_row
 
 
@@ -51,20 +52,21 @@ def _row_of_impl(perm, p):
 
 
 @jit
-def _mv_chunks(C, c0, c1, cptr, cols, data, table, perm, x, out):
+def _mv_chunks(C, c0, c1, cptr, cols, data, table, perm, ahead, x, out):
     m = np.uint64(out.size)
     uC = np.uint64(C)
     nan = 0
     step = np.uint64(CACHE_LINE // max(data.itemsize, cols.itemsize))
-    ahead = np.uint64(PREFETCH_BYTES // data.itemsize)
+    uahead = np.uint64(ahead)
     p = cptr[c0] if c1 > c0 else np.uint64(0)          # slots below p + ahead were prefetched
     for c in range(np.uint64(c0), np.uint64(c1)):
         acc = lanes(C, out.dtype)
         lane_accumulate(C, acc, data, table, cols, x, cptr[c], uC, (cptr[c + 1] - cptr[c]) // uC)
-        while p < cptr[c + 1]:                           # see _simd.prefetch
-            prefetch(data, p + ahead)
-            prefetch(cols, p + ahead)
-            p += step
+        if ahead:
+            while p < cptr[c + 1]:                       # see _simd.prefetch
+                prefetch(data, p + uahead)
+                prefetch(cols, p + uahead)
+                p += step
         base = c * uC
         if base + uC <= m:             # constant trip count: stores straight from registers
             for r in range(uC):
@@ -80,10 +82,10 @@ def _mv_chunks(C, c0, c1, cptr, cols, data, table, perm, x, out):
 
 
 @pjit
-def matvec_par(C, bounds, cptr, cols, data, table, perm, x, out):
+def matvec_par(C, bounds, cptr, cols, data, table, perm, ahead, x, out):
     nan = 0
     for t in prange(bounds.size - 1):
-        nan += _mv_chunks(C, bounds[t], bounds[t + 1], cptr, cols, data, table, perm, x, out)
+        nan += _mv_chunks(C, bounds[t], bounds[t + 1], cptr, cols, data, table, perm, ahead, x, out)
     return nan
 
 
