@@ -84,8 +84,8 @@ FIELDS = ["matrix", "set", "class", "rows", "cols", "nnz", "measurement", "workl
           "detail", "plan", "trials", "stop_reason", "tuning_seconds", "compile_seconds", "tuning_scipy_matvecs",
           "op", "seconds", "scipy_seconds", "mkl_seconds", "graphblas_seconds", "speedup_scipy", "speedup_mkl",
           "speedup_graphblas", "oracle_plan", "oracle_seconds", "build_seconds", "oracle_build_seconds",
-          "tuned_cost", "oracle_cost", "regret", "ratio", "error_ratio", "import_seconds", "import_tune_seconds",
-          "wall_seconds"]
+          "tuned_cost", "oracle_cost", "regret", "search_ratio", "ratio", "error_ratio", "import_seconds",
+          "import_tune_seconds", "wall_seconds"]
 
 PEERS = ("scipy", "mkl", "graphblas")
 RMATVEC_HEAVY = "matvec=10,rmatvec=1000"
@@ -145,6 +145,18 @@ def paired_regret(pair, W, build, kw, rounds=None):
     ratios = [a / b for a, b in zip(per_round["tuned"], per_round["oracle"])]
     cost = {lab: float(np.median(v)) for lab, v in per_round.items()}
     return cost, float(np.median(ratios)) - 1.0
+
+
+def search_ratio(report, tuned_plan, oracle_plan):
+    """The tuned layout's matvec time over the oracle's as the effort=measure search timed them
+    (first looks), or None when that search never timed the oracle's layout (or a plan has
+    several layouts).  Next to the benchmark's regret it tells a search that misjudged two
+    layouts from one that never tried the better one."""
+    if report is None or len(tuned_plan.layouts) != 1 or len(oracle_plan.layouts) != 1:
+        return None
+    times = {c.layout.key: c.times.get(("matvec", 1)) for c in report.candidates if c.ok}
+    t, o = times.get(tuned_plan.layouts[0].key), times.get(oracle_plan.layouts[0].key)
+    return t / o if t and o else None
 
 
 def timing_kw(which, scipy_call=None):
@@ -319,9 +331,11 @@ class MatrixRun:
                     pair = {key: calls[key] for key in calls if key[0] in ("tuned", "oracle")}
                     rr, rkw = timing_kw(self.which, calls.get(("scipy", "matvec", 1)))
                     cost, regret = paired_regret(pair, W, {lab: b[lab].median for lab in ("tuned", "oracle")}, rkw)
+                    sr = search_ratio(T.report, T.plan, T_o.plan)
                     self.row(status="ok", build_seconds=b["tuned"].median, oracle_build_seconds=b["oracle"].median,
                              seconds=med.get(("tuned", "matvec", 1)), oracle_cost=cost["oracle"],
-                             tuned_cost=cost["tuned"], regret=regret, **orow)
+                             tuned_cost=cost["tuned"], regret=regret, search_ratio=sr,
+                             detail=None if sr else "the measure search never timed the oracle's layout", **orow)
         del T, T_o, calls, t
         gc.collect()
 
