@@ -932,6 +932,43 @@ def test_finalists_are_compared_round_by_round():
     assert len(out["x"].rounds) == 3 and out["x"].median == float(np.median(out["x"].rounds))
 
 
+def test_a_finalist_that_wins_against_its_first_look_is_timed_again_beside_the_winner(monkeypatch):
+    """First looks: sell 10 us, ell 14 us.  A short re-timing, turned by a stall, says ell
+    8 us: more than NEAR_TIE away from sell, so no near-tie re-timing would run and ell
+    would be chosen.  The disagreement with the first looks has both timed again, longer."""
+    from autosparse import search as S
+
+    def first_look(fn, **kw):
+        fn()
+        F = next(c.cell_contents for c in fn.__closure__ if hasattr(c.cell_contents, "__self__")).__self__
+        t = {"sell": 10e-6, "ell": 14e-6}.get(F.name, 30e-6)
+        return timing.Timing(t, t, 0.0, 1, 2, 0.0)
+    monkeypatch.setattr(timing, "measure", first_look)
+    A = sp.csr_array(powerlaw(300, 300, rng=5))
+    s = Search(A, profile(A), asp.Workload(matvec=BIG), effort="measure", time_limit=None, memory_limit=None, seed=0)
+    s.evaluate(Layout(BASELINE), "baseline", F=s.baseline_format)
+    sell = Layout("sell", {"C": 8, "sigma": 1, "index_dtype": "int32", "values": "full"})
+    ell = Layout("ell", {"index_dtype": "int32"})
+    s.evaluate(sell, "model")
+    s.evaluate(ell, "model")
+    plan, value = s.best_plan()
+    assert plan.layouts == (sell,)
+    calls = []
+
+    def rounds_of(fns, rounds=5, **kw):            # index 0: the search's winner (sell); 1: ell
+        calls.append(rounds)
+        short = rounds < 6                         # confirm's pass; then the longer re-timing
+        per = {"base": 30e-6, 0: 10e-6, 1: 8e-6 if short else 14e-6}
+        return {key: timing.Timing(per[key[0]], per[key[0]], 0.0, rounds, rounds, 0.0, (per[key[0]],) * rounds)
+                for key in fns}
+    monkeypatch.setattr(timing, "interleaved", rounds_of)
+    chosen, cost = s.confirm(plan, value)
+    assert chosen.layouts == (sell,)
+    assert len(calls) == 2 and calls[1] >= 6
+    assert any("won the re-timing against its first look" in n for n in s.notes)
+    assert S.NEAR_TIE < 14 / 10 - 1                 # the case is a disagreement, not a near-tie
+
+
 def test_a_measurement_far_slower_than_the_model_is_taken_again(monkeypatch):
     from autosparse import search as S
     looks = []
