@@ -561,10 +561,16 @@ class PlanStore:
         conn.row_factory = sqlite3.Row
         conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
 
-    def _create_schema(self, conn):
+    @staticmethod
+    def _refuse_newer(conn) -> int:
+        """The file's schema version; _NewerStore when a newer autosparse wrote it (left as it is)."""
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > STORE_SCHEMA:
             raise _NewerStore(f"store schema {version} is newer than this autosparse's ({STORE_SCHEMA})")
+        return version
+
+    def _create_schema(self, conn):
+        version = self._refuse_newer(conn)
         if version == STORE_SCHEMA and conn.execute(
                 "SELECT count(*) FROM sqlite_master WHERE name IN ('plans', 'sources', 'plans_key', 'plans_pattern')"
         ).fetchone()[0] == 4:
@@ -619,6 +625,7 @@ class PlanStore:
             conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None,
                                    check_same_thread=False)
             self._configure(conn)
+            self._refuse_newer(conn)         # before anything below writes to a newer store's file
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 log.info("plan store %s: journal mode %s (WAL unavailable)", path, mode)

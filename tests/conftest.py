@@ -96,3 +96,23 @@ def run(F, op, x, conj=True):
     if op == "matmat":
         return F.matmat(x)
     return F.rmatmat(x, conj=conj)
+
+
+def assert_plan_computes_like_scipy(path, plan, seed=7):
+    """``autosparse.build`` of a (stored) plan on the matrix of file ``path``: matvec and
+    rmatvec agree with SciPy's on it (the matrix read by scipy.io.mmread, independently)."""
+    import scipy.io
+    import scipy.sparse as sp
+
+    import autosparse
+    from autosparse import verify
+    from autosparse.plan import Plan
+    A = sp.csr_array(scipy.io.mmread(str(path)))
+    T = autosparse.build(A, plan)
+    assert T.plan == Plan.from_dict(plan)
+    rng = np.random.default_rng(seed)
+    x, y = rng.standard_normal(A.shape[1]), rng.standard_normal(A.shape[0])
+    for op, got, v in (("matvec", T.matvec(x), x), ("rmatvec", T.rmatvec(y), y)):
+        ok, ratio = verify.check(got, A, v, op)
+        assert ok, f"{path}: {op} of the stored plan {T.plan.describe()} is {ratio:.3g}x the allowed error"
+    return T

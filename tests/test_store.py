@@ -84,14 +84,43 @@ def test_default_path(tmp_path, monkeypatch):
     assert S.default_path() == tmp_path / "home" / ".cache" / "autosparse" / "plans.sqlite"
 
 
+def _sent(st, call):
+    """``call()``'s result and the statements on the plans table the store really sent for it."""
+    sent = []
+    st._conn.set_trace_callback(sent.append)
+    try:
+        result = call()
+    finally:
+        st._conn.set_trace_callback(None)
+    return result, [q for q in sent if " FROM plans " in q and q.lstrip().upper().startswith("SELECT")]
+
+
+def _query_plan(st, statement):
+    """EXPLAIN QUERY PLAN of a statement the store sent (bound values already expanded)."""
+    return [str(r[-1]) for r in st._conn.execute("EXPLAIN QUERY PLAN " + statement).fetchall()]
+
+
+def _assert_searches_index(st, statements, index):
+    assert statements, "the store sent no query on the plans table"
+    for q in statements:
+        steps = _query_plan(st, q)
+        assert any(s.startswith(f"SEARCH plans USING INDEX {index} (") or
+                   s.startswith(f"SEARCH plans USING COVERING INDEX {index} (") for s in steps), (q, steps)
+        assert not any(s.startswith("SCAN plans") for s in steps), (q, steps)       # no full scan
+
+
 def test_wal_and_indexed_lookup(st):
     conn = sqlite3.connect(st.path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    plan = conn.execute("EXPLAIN QUERY PLAN SELECT plan FROM plans WHERE structure_key = ? AND dtype = ? "
-                        "AND workload_class = ? AND machine_id = ? AND kernel_version = ? AND effort_rank >= ?",
-                        ("a", "b", "c", "d", "e", 1)).fetchall()
-    assert "USING INDEX plans_key" in " ".join(str(r[-1]) for r in plan)
     conn.close()
+    for i in range(20):
+        st.save(fake_profile(90 + i), W, "measure", CSR if i % 2 else BSR)
+    hit, sent = _sent(st, lambda: st.lookup(fake_profile(91), W))
+    assert hit == CSR and len(sent) == 1
+    _assert_searches_index(st, sent, "plans_key")
+    miss, sent = _sent(st, lambda: st.lookup(fake_profile(200), W, "patient"))
+    assert miss is None
+    _assert_searches_index(st, sent, "plans_key")
 
 
 # -- keys and effort ----------------------------------------------------------------
@@ -163,7 +192,49 @@ def test_machine_id_and_kernel_version():
     assert S.machine_id(2) == S.machine_id(2) and S.machine_id(2).startswith("m-")
     info = S.machine_info(2)
     assert info["cpu"] and info["threads"] == 2 and isinstance(info["features"], list)
-    assert S.kernel_version() == S.kernel_version() and S.kernel_version().startswith("k-")
+    cached = S.kernel_version()
+    S.kernel_version.cache_clear()
+    try:
+        assert S.kernel_version() == cached                   # stable: a fresh hash of the same code
+    finally:
+        S.kernel_version.cache_clear()
+    assert len(cached) == 18 and cached.startswith("k-") and int(cached[2:], 16) >= 0
+
+
+def test_kernel_version_follows_product_code_only(tmp_path, monkeypatch):
+    """The hash reads kernels/*.py and formats/*.py of the package (not the profiler's kernels):
+    a code edit there changes it, a comment or an edit elsewhere does not."""
+    pkg = tmp_path / "autosparse"
+    for sub, files in {"kernels": ("csr.py", "profile.py"), "formats": ("csr.py",), "": ("tuner.py",)}.items():
+        (pkg / sub).mkdir(parents=True, exist_ok=True)
+        for f in files:
+            (pkg / sub / f).write_text(f"def f(x):\n    return x + {len(sub)}\n")
+    monkeypatch.setattr(S, "__file__", str(pkg / "store.py"))
+
+    def version():
+        S.kernel_version.cache_clear()
+        return S.kernel_version()
+
+    try:
+        base = version()
+        assert base.startswith("k-") and version() == base
+        (pkg / "kernels" / "csr.py").write_text("def f(x):  # a comment\n    return x + 7\n")
+        assert version() == base                                           # comments only
+        (pkg / "tuner.py").write_text("def f(x):\n    return 0\n")
+        (pkg / "kernels" / "profile.py").write_text("def f(x):\n    return -1\n")
+        assert version() == base                                           # not product code
+        (pkg / "formats" / "csr.py").write_text("def f(x):\n    return x - 7\n")
+        edited = version()
+        assert edited != base                                              # a format's code
+        (pkg / "kernels" / "csr.py").write_text("def f(x):\n    return x * 7\n")
+        assert version() not in (base, edited)                             # a kernel's code
+        before = version()
+        (pkg / "formats" / "ell.py").write_text("X = 1\n")
+        assert version() != before                                         # a new format module
+    finally:
+        monkeypatch.undo()
+        S.kernel_version.cache_clear()
+    assert S.kernel_version() == S.kernel_version.__wrapped__()            # the real package again
 
 
 def test_lookup_by_pattern_digest(st):
@@ -173,20 +244,33 @@ def test_lookup_by_pattern_digest(st):
     assert st.lookup_pattern("digest6", "float64", W, "exhaustive") is None
     assert st.lookup_pattern("digest6", "float32", W) is None
     assert st.lookup_pattern("other", "float64", W) is None and st.lookup_pattern("", "float64", W) is None
-    conn = sqlite3.connect(st.path)
-    plan = conn.execute("EXPLAIN QUERY PLAN SELECT plan FROM plans WHERE pattern = ? AND dtype = ? AND "
-                        "workload_class = ? AND machine_id = ? AND kernel_version = ?", tuple("abcde")).fetchall()
-    assert "USING INDEX plans_pattern" in " ".join(str(r[-1]) for r in plan)
-    conn.close()
+    for i in range(20):
+        st.save(fake_profile(90 + i), W, "measure", CSR)
+    hit, sent = _sent(st, lambda: st.lookup_pattern("digest6", "float64", W, "measure"))
+    assert hit == BSR and len(sent) == 1
+    _assert_searches_index(st, sent, "plans_pattern")
 
 
-def test_exact_pattern_preferred(st):
+def test_exact_pattern_preferred(st, monkeypatch):
+    """One structure key, several patterns: the exact pattern's row, else the highest effort,
+    else the most recently updated row (lookup's ORDER BY)."""
+    clock = iter([100.0, 200.0, 300.0, 50.0])
+    monkeypatch.setattr(S, "time", SimpleNamespace(time=lambda: next(clock), strftime=time.strftime))
     a = fake_profile(3, key="s1-shared", pattern="pa")
     b = fake_profile(4, key="s1-shared", pattern="pb")
-    st.save(a, W, "measure", CSR)
-    st.save(b, W, "measure", BSR)
+    c = fake_profile(5, key="s1-shared", pattern="pc")                 # same structure key, no row of its own
+    ELL = Plan.single("ell")
+    st.save(a, W, "measure", CSR)                                       # updated 100
+    st.save(b, W, "measure", BSR)                                       # updated 200
     assert st.lookup(a, W) == CSR and st.lookup(b, W) == BSR
-    assert st.lookup(fake_profile(5, key="s1-shared", pattern="pc"), W) in (CSR, BSR)   # same structure key
+    assert st.lookup(c, W) == BSR                                       # equal effort: the newest row
+    st.save(a, W, "measure", CSR)                                       # re-tuned: updated 300
+    assert st.lookup(c, W) == CSR
+    st.save(fake_profile(6, key="s1-shared", pattern="pe"), W, "patient", ELL)   # older (50), more effort
+    assert st.lookup(c, W) == ELL and st.lookup(c, W, "patient") == ELL          # effort before age
+    assert st.lookup(a, W) == CSR and st.lookup(b, W) == BSR                     # the exact pattern first
+    assert st.lookup(a, W, "patient") == ELL                  # ...when its own row satisfies the effort
+    assert [e["updated"] for e in st.entries()] == [300.0, 200.0, 50.0]
 
 
 def test_warm_starts_nearest_dedup_and_never_answers(st, tmp_path, monkeypatch):
@@ -303,6 +387,83 @@ def test_wisdom_import_rejects_bad_lines_and_keeps_good_ones(st, tmp_path):
         st.import_wisdom(tmp_path / "missing.jsonl")
 
 
+def _wisdom_lines(path):
+    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def test_shipped_wisdom_imports_cleanly(tmp_path):
+    """Every line of the shipped tuning_db/corpus.jsonl is a valid record, kept as it is."""
+    corpus = ROOT / "tuning_db" / "corpus.jsonl"
+    if not corpus.is_file():
+        pytest.skip("no shipped wisdom in this checkout")
+    lines = _wisdom_lines(corpus)
+    fresh = PlanStore(tmp_path / "fresh.sqlite")
+    rep = fresh.import_wisdom(corpus)
+    assert (rep.accepted, rep.rejected) == (len(lines), 0), str(rep)
+    assert len(lines) > 0 and len(fresh) == len(lines)                 # one row per line: no key collides
+    shipped = {json.loads(x)["name"]: json.loads(x) for x in lines}
+    stored = {r["name"]: r for r in fresh.records()}
+    assert stored.keys() == shipped.keys()
+    for name, r in stored.items():
+        assert Plan.from_dict(r["plan"]) == Plan.from_dict(shipped[name]["plan"]), name
+        assert r["structure_key"] == shipped[name]["structure_key"] and r["effort"] == shipped[name]["effort"]
+    fresh.close()
+
+
+def test_default_wisdom_discovery(tmp_path, monkeypatch):
+    """Without $AUTOSPARSE_WISDOM a source checkout finds tuning_db/ next to the package."""
+    if Path(S.__file__).resolve().parents[1] != ROOT or (ROOT / "autosparse" / "tuning_db").exists():
+        pytest.skip("not a source checkout without package-data wisdom")
+    corpus = ROOT / "tuning_db" / "corpus.jsonl"
+    if not corpus.is_file():
+        pytest.skip("no shipped wisdom in this checkout")
+    monkeypatch.delenv("AUTOSPARSE_WISDOM")
+    found = S.wisdom_paths()
+    assert corpus in found and all(p.parent == ROOT / "tuning_db" and p.suffix == ".jsonl" for p in found)
+    assert found == sorted(found)
+    rows = S._shipped_rows()                                            # every line a warm start
+    assert len(rows) == sum(len(_wisdom_lines(p)) for p in found)
+    st = PlanStore(tmp_path / "plans.sqlite")
+    stats = st.stats()
+    assert stats["wisdom_files"] == [str(p) for p in found] and stats["wisdom_plans"] == len(rows)
+    st.close()
+    monkeypatch.chdir(tmp_path)                  # where each "off" value, read as a path, holds wisdom
+    for off in ("", "0", "none", "OFF", "off"):
+        (tmp_path / (off or ".")).mkdir(exist_ok=True)
+        (tmp_path / (off or ".") / "w.jsonl").write_text(corpus.read_text())
+        monkeypatch.setenv("AUTOSPARSE_WISDOM", off)
+        assert S.wisdom_paths() == [], off
+    monkeypatch.setenv("AUTOSPARSE_WISDOM", str(corpus))
+    assert S.wisdom_paths() == [corpus]
+    monkeypatch.setenv("AUTOSPARSE_WISDOM", str(tmp_path / "nowhere"))
+    assert S.wisdom_paths() == []
+
+
+@pytest.mark.parametrize("journal", ["wal", "delete"])
+def test_newer_store_schema_falls_back_and_leaves_the_file_alone(tmp_path, journal):
+    path = tmp_path / "plans.sqlite"
+    _fill(path, 3)
+    conn = sqlite3.connect(path)
+    assert conn.execute(f"PRAGMA journal_mode = {journal}").fetchone()[0] == journal
+    conn.execute(f"PRAGMA user_version = {S.STORE_SCHEMA + 1}")        # written by a newer autosparse
+    conn.execute("CREATE TABLE future (x)")
+    conn.close()
+    before = path.read_bytes()
+    with pytest.warns(StoreWarning, match="newer"):
+        s = PlanStore(path)
+    assert s.in_memory and "newer" in s.memory_reason
+    assert len(s) == 0                                                  # its rows are not read as ours...
+    assert s.save(fake_profile(1), W, "measure", BSR) and s.lookup(fake_profile(1), W) == BSR   # ...but it works
+    s.close()
+    assert path.read_bytes() == before                                  # untouched
+    assert not list(tmp_path.glob("plans.sqlite.corrupt-*"))            # not moved aside as corrupt
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == S.STORE_SCHEMA + 1
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == journal     # not switched to WAL
+    assert conn.execute("SELECT count(*) FROM plans").fetchone()[0] == 3
+    conn.close()
+
+
 def test_stored_rows_are_json_not_pickles(st):
     st.save(fake_profile(60), W, "measure", BSR, report())
     conn = sqlite3.connect(st.path)
@@ -375,12 +536,20 @@ def test_corruption_while_open_recovers(tmp_path):
     s.save(fake_profile(1), W, "measure", CSR)
     s._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     path.write_bytes(b"this is not a database" * 500)
+    # Without this the open connection keeps answering from its page cache (the WAL index has
+    # not changed) and never reads the damage; a long-running process's cache is not forever.
+    s._conn.execute("PRAGMA shrink_memory")
+    with pytest.warns(StoreWarning, match="corrupt"):
+        assert s.lookup(fake_profile(1), W) is None          # no raise; the plan went with the bad file
+    assert len(list(tmp_path.glob("plans.sqlite.corrupt-*"))) == 1 and not s.in_memory
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", StoreWarning)
-        s.lookup(fake_profile(1), W)                                   # must not raise
+        warnings.simplefilter("error", StoreWarning)           # the fresh store just works
         assert s.save(fake_profile(2), W, "measure", BSR)
         assert s.lookup(fake_profile(2), W) == BSR
     s.close()
+    again = PlanStore(path)                                    # ...and is a real file again
+    assert len(again) == 1 and again.lookup(fake_profile(2), W) == BSR
+    again.close()
 
 
 def _tiny_matrix():
