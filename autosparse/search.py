@@ -312,7 +312,8 @@ class Search:
             cand.verified = True
         except (ValueError, TypeError, MemoryError) as exc:
             cand.error = f"{type(exc).__name__}: {exc}"
-            log.info("candidate %s failed: %s", lay.key, cand.error)
+            # a ValueError is a layout that does not apply; a TypeError is more likely a bug
+            (log.warning if isinstance(exc, TypeError) else log.info)("candidate %s failed: %s", lay.key, cand.error)
         finally:
             cand.compile_s = compile_seconds() - c0
         base = self.candidates.get(Layout(BASELINE))
@@ -407,7 +408,8 @@ class Search:
             study.optimize(objective, n_trials=1)
             self.trials += 1
         else:
-            self.stop_reason = "candidates exhausted"
+            untried = any(lay not in self.candidates for _, lay in self.queue)
+            self.stop_reason = f"trial limit ({n_trials}) reached" if untried else "candidates exhausted"
         plan, value = self.best_plan()
         plan, value = self.confirm(plan, value)
         return plan, value
@@ -612,7 +614,7 @@ class Search:
         def enqueue(lay):
             params = {"format": lay.format} if lay.of == "A" else {"format": a_formats[0]}
             if lay.of == "A":
-                params.update({f"{lay.format}_{k}": v for k, v in lay.params.items()})
+                params.update(trial_params(lay))
             if len(ah_keys) > 1:
                 params["adjoint_copy"] = lay.key if lay.of == "AH" and lay.key in ah_by_key else "none"
             study.enqueue_trial(params, user_attrs={"layout": lay.to_dict(),
@@ -629,8 +631,9 @@ class Search:
                     try:
                         trial.suggest_categorical("format", a_formats)
                         formats.get(lay.format).space(trial, self.prof)
-                    except Exception:                # noqa: BLE001 - learning aid only
-                        pass
+                    except Exception as exc:         # noqa: BLE001 - a learning aid: never fatal, never silent
+                        log.warning("format %s: space() failed recording enqueued %s: %s: %s",
+                                    lay.format, lay.key, type(exc).__name__, exc)
                 if lay.of == "AH":
                     cand = self.evaluate(lay, source)
                     if not cand.ok:
@@ -894,6 +897,15 @@ class Search:
             if c < best_cost:
                 best, best_cost = Plan((lay,), {op: 0 for op in OPERATIONS}), c
         return best, best_cost
+
+
+def trial_params(lay: Layout) -> dict:
+    """The layout's parameters under the names its format's ``space()`` suggests them by, so an
+    enqueued trial records what was measured (BSR asks for a shape "rxc", not r and c)."""
+    to_trial = getattr(formats.get(lay.format), "trial_params", None)
+    if to_trial is not None:
+        return to_trial(lay.params)
+    return {f"{lay.format}_{k}": v for k, v in lay.params.items()}
 
 
 AH_FORMATS = ("csr", "sell", "csrc", "bsr", "dia")     # layouts worth keeping of Aᴴ for the adjoint products

@@ -173,6 +173,11 @@ def configurations(profile) -> list[dict]:
             for d in _csr.index_dtypes(profile, ceil_div(n, c))]
 
 
+def trial_params(params) -> dict:
+    """``params`` under the names ``space`` suggests them by."""
+    return {"bsr_shape": f"{params['r']}x{params['c']}", "bsr_index_dtype": params["index_dtype"]}
+
+
 def space(trial, profile) -> dict:
     options = shapes(profile)
     shape = trial.suggest_categorical("bsr_shape", [f"{r}x{c}" for r, c in options])

@@ -177,6 +177,11 @@ def configurations(profile) -> list[dict]:
             for T, thr in tilings(profile) for d in _csr.index_dtypes(profile, profile.shape[1])]
 
 
+def trial_params(params) -> dict:
+    """``params`` under the names ``space`` suggests them by."""
+    return {"dbh_tiling": f"{params['tile']}@{params['threshold']}", "dbh_index_dtype": params["index_dtype"]}
+
+
 def space(trial, profile) -> dict:
     options = tilings(profile) or [(T, thr) for T in DBH_TILES for thr in DBH_THRESHOLDS]
     choice = trial.suggest_categorical("dbh_tiling", [f"{T}@{thr}" for T, thr in options])
