@@ -10,7 +10,9 @@ import scipy.sparse as sp
 from autosparse import formats, verify
 from autosparse.formats import csr_compressed as Z
 
-from conftest import corpus_params, load, rng_vector
+from autosparse.kernels._runtime import num_threads, use_parallel
+
+from conftest import NO_CORPUS, PARALLEL_TEST_WORK, corpus_params, load, rng_vector
 from test_format_csc import banded, stand_in_profile
 
 
@@ -48,25 +50,57 @@ def mixed(m, n, seed=0, far=70_000):
     return A
 
 
-@pytest.mark.parametrize("width,m", [("int8", 400), ("int8", 30_000), ("int16", 400)])   # serial / parallel
-def test_bitwise_equal_with_remainder(width, m):
+def ran_parallel(F, op):
+    """Whether F's products of ``op`` so far took the parallel kernels (the bound kernel's key)."""
+    modes = {key[3] for key in F._bound if key[0] == op}
+    assert len(modes) == 1, f"{op}: bound as {modes}"
+    return modes.pop()
+
+
+def chunked_rmatvec(A, x, bounds, conj=True):
+    """SciPy's Aᴴx summed the way the parallel scatter sums it: each chunk of rows
+    ``bounds[t]:bounds[t+1]`` in row order from 0, then the chunks' partials added in
+    chunk order.  One chunk (0, m) is plain ``A.T @ x``, SciPy's own order."""
+    out = np.zeros((A.shape[1],) + x.shape[1:], np.result_type(A.dtype, x.dtype))
+    for r0, r1 in zip(bounds[:-1].astype(np.int64), bounds[1:].astype(np.int64)):
+        B = A[r0:r1].T
+        out = out + ((B.conj() if conj else B) @ x[r0:r1])
+    return out
+
+
+@pytest.mark.usefixtures("parallel_from_test_work")
+@pytest.mark.parametrize("width,m,parallel", [("int8", 400, False), ("int8", 30_000, True), ("int16", 400, False)],
+                         ids=["int8-serial", "int8-parallel", "int16-serial"])
+def test_bitwise_equal_with_remainder(width, m, parallel):
+    if parallel and num_threads() < 2:
+        pytest.skip("one numba thread: the parallel kernels never run")
     A = mixed(m, 90_000, seed=m)
     A.data[::9] = 0.0
     F = Z.from_csr(A, offset_dtype=width)
     assert 0 < F.rcol.size < A.nnz                          # both parts are used
     assert F.offsets.dtype == (np.uint8 if width == "int8" else np.uint16)
     assert F.narrow_fraction == pytest.approx(narrow_fractions(A)[width])
+    assert (A.nnz >= PARALLEL_TEST_WORK) == parallel
+    for op in verify.OPS:
+        assert use_parallel(F.work(op, 1 if op.endswith("vec") else 2)) == parallel, op
     x = rng_vector(A.shape[1], np.float64, 1)
     np.testing.assert_array_equal(F.matvec(x), A @ x)       # rows summed in column order from 0
     X = rng_vector(A.shape[1], np.float64, 2, 3)
     np.testing.assert_array_equal(F.matmat(X), A @ X)
     xr = rng_vector(m, np.float64, 3)
     y = F.rmatvec(xr)
-    if A.nnz < 40_000:
-        np.testing.assert_array_equal(y, A.T @ xr)
+    # serial: SciPy's order; parallel: SciPy's order within each thread's rows, then the partials
+    bounds = F.bounds if parallel else np.array([0, m])
+    if parallel:
+        assert bounds.size - 1 == num_threads() and 0 < int(bounds[1]) < m
+    np.testing.assert_array_equal(y, chunked_rmatvec(A, xr, bounds))
     assert verify.check(y, A, xr, "rmatvec")[0]
     XR = rng_vector(m, np.float64, 4, 2)
-    assert verify.check(F.rmatmat(XR), A, XR, "rmatmat")[0]
+    YR = F.rmatmat(XR)
+    np.testing.assert_array_equal(YR, chunked_rmatvec(A, XR, bounds))
+    assert verify.check(YR, A, XR, "rmatmat")[0]
+    for op in verify.OPS:
+        assert ran_parallel(F, op) == parallel, op
     B = F.to_csr()
     np.testing.assert_array_equal(B.indptr, A.indptr)
     np.testing.assert_array_equal(B.indices, A.indices)
@@ -88,19 +122,32 @@ def test_stencil_has_no_remainder_with_int16():
     np.testing.assert_array_equal(G.matvec(x), A @ x)
 
 
+@pytest.mark.usefixtures("parallel_from_test_work")
 def test_complex_and_tables_with_remainder():
+    """Complex values through a table, with a remainder, on the parallel kernels."""
+    if num_threads() < 2:
+        pytest.skip("one numba thread: the parallel kernels never run")
     A = mixed(20_000, 80_000, seed=5)
     A.data[:] = np.round(A.data * 2)
     A = sp.csr_array(A + 1j * A)
     F = Z.from_csr(A, offset_dtype="int8", values="table")
     assert F.table is not None and F.rdata.dtype == F.data.dtype
+    assert 0 < F.rcol.size < A.nnz
+    assert use_parallel(F.work("matvec")) and use_parallel(F.work("rmatvec"))
     x = rng_vector(A.shape[1], np.complex128, 1)
     np.testing.assert_array_equal(F.matvec(x), A @ x)
     xr = rng_vector(A.shape[0], np.complex128, 2)
-    assert verify.check(F.rmatvec(xr), A, xr, "rmatvec")[0]
-    assert verify.check(F.rmatvec(xr, conj=False), A, xr, "rmatvec", conj=False)[0]
+    y = F.rmatvec(xr)
+    assert verify.check(y, A, xr, "rmatvec")[0]
+    np.testing.assert_array_equal(y, chunked_rmatvec(A, xr, F.bounds))
+    yT = F.rmatvec(xr, conj=False)
+    assert verify.check(yT, A, xr, "rmatvec", conj=False)[0]
+    np.testing.assert_array_equal(yT, chunked_rmatvec(A, xr, F.bounds, conj=False))
     X = rng_vector(A.shape[0], np.complex128, 3, 2)
-    assert verify.check(F.rmatmat(X), A, X, "rmatmat")[0]
+    Y = F.rmatmat(X)
+    assert verify.check(Y, A, X, "rmatmat")[0]
+    np.testing.assert_array_equal(Y, chunked_rmatvec(A, X, F.bounds))
+    assert ran_parallel(F, "matvec") and ran_parallel(F, "rmatvec") and ran_parallel(F, "rmatmat")
     B = F.to_csr()
     np.testing.assert_array_equal(B.indices, A.indices)
     np.testing.assert_array_equal(B.data, A.data)
@@ -160,6 +207,24 @@ def test_estimate_nbytes_corpus(entry_):
     profile = pytest.importorskip("autosparse.profile").profile
     A = load(entry_)
     p = profile(A)
-    for cfg in Z.configurations(p):
+    configs = Z.configurations(p)
+    # the documented rule (offset widths keeping at least half the entries narrow), so an
+    # empty loop is the rule's answer, not an accident; test_estimate_nbytes_corpus_not_empty
+    # makes sure the corpus gives the loop work
+    assert {c["offset_dtype"] for c in configs} == {w for w, f in p.narrow_fraction.items() if f >= 0.5}
+    for cfg in configs:
         real = formats.convert(A, "csrc", **cfg).nbytes
         assert abs(Z.estimate_nbytes(p, **cfg) - real) <= 0.15 * real, cfg
+
+
+def test_estimate_nbytes_corpus_not_empty():
+    """test_estimate_nbytes_corpus compares something: over its matrices, both offset widths
+    and both value encodings are configurations somewhere."""
+    from autosparse.profile import profile
+    entries = [prm.values[0] for prm in corpus_params(max_nnz=250_000, limit=8)]
+    if entries == [None]:
+        pytest.skip(NO_CORPUS)
+    configs = [cfg for e in entries for cfg in Z.configurations(profile(load(e)))]
+    assert len(configs) >= len(entries)
+    assert {c["offset_dtype"] for c in configs} == {"int8", "int16"}
+    assert {c["values"] for c in configs} == {"full", "table"}

@@ -114,7 +114,7 @@ def test_empty_shapes():
 
 
 def test_no_index_dtype_parameter():
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="unexpected keyword argument 'index_dtype'"):
         DN.from_csr(sp.eye_array(3, format="csr"), index_dtype="int32")
 
 

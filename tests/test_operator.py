@@ -78,7 +78,7 @@ def test_linear_operator_conventions():
         T.matvec(np.ones((n, 2)).reshape(2 * n, 1))
     with pytest.raises(TypeError, match="sparse"):
         T @ sp.csr_array(np.ones((n, 1)))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="Scalar operands are not allowed, use '\\*' instead"):
         T @ 3.0
 
 
@@ -196,3 +196,148 @@ def test_kernels_load_from_the_disk_cache_without_numbas_full_refresh():
         for errs in (before, after):
             assert [threaded for threaded, _, _ in errs] == [False, True]
             assert all(e < 1e-12 for _, e1, e2 in errs for e in (e1, e2)), errs
+
+
+# ---------------------------------------------------------------------------
+# the package's public face: lazy names, profile, float16 input
+
+PUBLIC = {"tune": ("tuner", "tune"), "build": ("tuner", "build"), "lookup": ("tuner", "lookup"),
+          "Workload": ("workload", "Workload"), "Plan": ("plan", "Plan"),
+          "TunedMatrix": ("operator", "TunedMatrix"), "PlanStore": ("store", "PlanStore")}
+
+
+def test_public_names_resolve_to_their_modules(monkeypatch):
+    """The lazy names: listed by dir() before first use, resolved by the package's
+    __getattr__ to their modules' objects, then kept as plain attributes."""
+    import importlib
+    assert set(asp.__all__) == set(PUBLIC) | {"profile", "__version__"}
+    for name in PUBLIC:                      # as if never used (restored after the test)
+        monkeypatch.delitem(vars(asp), name, raising=False)
+    assert set(asp.__all__) <= set(dir(asp))
+    for name, (mod, attr) in PUBLIC.items():
+        assert name not in vars(asp)
+        assert getattr(asp, name) is getattr(importlib.import_module(f"autosparse.{mod}"), attr), name
+        assert vars(asp)[name] is getattr(asp, name)
+    assert asp.Plan is Plan and asp.Plan.single("csr") == Plan.single("csr")
+    assert set(asp.__all__) <= set(dir(asp))
+
+
+def test_unknown_top_level_name_is_an_attribute_error():
+    with pytest.raises(AttributeError, match="module 'autosparse' has no attribute 'no_such_name'"):
+        asp.no_such_name
+    assert not hasattr(asp, "Tune") and getattr(asp, "plan_store", None) is None
+    with pytest.raises(ImportError, match="no_such_name"):
+        from autosparse import no_such_name  # noqa: F401
+    assert "no_such_name" not in dir(asp)
+
+
+def test_plan_store_and_lookup_from_the_top_level(tmp_path):
+    """PlanStore, profile, lookup and tune from the package, together: a stored plan is found
+    by lookup and applied by tune without a search."""
+    A = matrix(np.float64, 300, 200)
+    work = asp.Workload(matvec=100_000)
+    plan = asp.Plan.single("sell", C=8, sigma=1)
+    path = tmp_path / "plans.sqlite"
+    store = asp.PlanStore(path)
+    assert isinstance(store, asp.PlanStore)
+    assert asp.lookup(A, work, store=store) is None
+    assert store.save(asp.profile(A), work, "measure", plan)
+    assert asp.lookup(A, work, store=store) == plan
+    assert asp.lookup(A, work, store=path) == plan                 # a path works as well
+    assert asp.lookup(A, work, store=asp.PlanStore(tmp_path / "other.sqlite")) is None
+    T = asp.tune(A, work, store=store)
+    assert isinstance(T, asp.TunedMatrix) and T.plan == plan and T.report.source == "store"
+    assert verify.check(T @ np.ones(200), A, np.ones(200), "matvec")[0]
+
+
+def test_top_level_profile_is_the_profiler():
+    from autosparse.profile import Profile, profile
+    A = matrix(np.float64, 300, 200)
+    p = asp.profile(A)
+    assert isinstance(p, Profile) and p == profile(A)
+    assert p.shape == A.shape and p.nnz == A.nnz
+    q = asp.profile(A, sample_fraction=1.0, seed=5)                 # keywords pass through
+    assert q == profile(A, sample_fraction=1.0, seed=5) and (q.sample_fraction, q.seed) == (1.0, 5)
+    with pytest.raises(TypeError, match="scipy.sparse"):
+        asp.profile(A.toarray())
+    with pytest.raises(TypeError, match="no_such_option"):
+        asp.profile(A, no_such_option=1)
+
+
+def test_fresh_import_is_lazy_and_profile_survives_its_submodule():
+    """``import autosparse`` loads no heavy module; ``autosparse.profile`` is the function
+    until the submodule of the same name is imported (which rebinds the package attribute),
+    and callable with the same answer after."""
+    code = textwrap.dedent("""
+        import sys, types
+        import autosparse as asp
+        heavy = [m for m in ("numba", "optuna", "autosparse.tuner", "autosparse.profile",
+                             "autosparse.store", "autosparse.formats") if m in sys.modules]
+        print("HEAVY", heavy)
+        print("FUNCTION", isinstance(asp.profile, types.FunctionType))
+        missing = sorted(set(asp.__all__) - set(dir(asp)))
+        import scipy.sparse as sp
+        A = sp.random_array((300, 200), density=0.05, rng=0, format="csr")
+        p1 = asp.profile(A, seed=3)
+        rebound = not isinstance(asp.profile, types.FunctionType)
+        p2 = asp.profile(A, seed=3)
+        from autosparse.profile import Profile, profile
+        from autosparse import profile as top
+        print("RESULT", [missing, rebound, type(p1) is Profile, p1 == p2 == profile(A, seed=3) == top(A, seed=3),
+                         "optuna" in sys.modules])
+    """)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "HEAVY []" in res.stdout and "FUNCTION True" in res.stdout, res.stdout
+    missing, rebound, is_profile, equal, optuna_loaded = eval(res.stdout.split("RESULT", 1)[1])  # noqa: S307
+    assert missing == [] and rebound and is_profile and equal and not optuna_loaded
+
+
+F16_PLANS = {"csr": Plan.single("csr"), "sell": Plan.single("sell", C=8, sigma=1),
+             "csr+AH": PLANS["csr+AH"], "baseline": Plan.baseline()}
+
+
+def float16_matrix(m=41, n=33, seed=0):
+    """SciPy's constructors refuse float16, but its arrays hold it (data set afterwards)."""
+    A = matrix(np.float64, m, n, seed)
+    A.data = (A.data * 8 - 4).astype(np.float16)
+    assert A.dtype == np.float16
+    return A
+
+
+def check_float16_products(T, A16, label, exact=True):
+    """Products of a float16 matrix: computed as float32 (float64 with a float64 operand),
+    against SciPy on the float32 (float64) matrix."""
+    A32, A64 = A16.astype(np.float32), A16.astype(np.float64)
+    m, n = A16.shape
+    assert T.dtype == np.float32 and T.shape == A16.shape, label
+    for op, length, k in (("matvec", n, None), ("rmatvec", m, None), ("matmat", n, 3), ("rmatmat", m, 3)):
+        for xdt, ref, rdt in ((np.float16, A32, np.float32), (np.float32, A32, np.float32),
+                              (np.float64, A64, np.float64)):
+            x = rng_vector(length, np.float64, 5, k).astype(xdt)
+            y = getattr(T, op)(x)
+            assert y.dtype == rdt, (label, op, xdt)
+            # the reference: SciPy's product in float32 (x widened to float32 first)
+            ok, ratio = verify.check(y, ref, x.astype(rdt), op)
+            assert ok, (label, op, xdt, ratio)
+            if exact and xdt is np.float32 and op == "matvec":      # rows summed in SciPy's order
+                np.testing.assert_array_equal(y, ref @ x)
+
+
+@pytest.mark.parametrize("plan", F16_PLANS, ids=list(F16_PLANS))
+def test_float16_matrix_is_built_and_computed_in_float32(plan):
+    A = float16_matrix()
+    T = asp.build(A, F16_PLANS[plan])
+    assert T.plan == F16_PLANS[plan]
+    check_float16_products(T, A, plan)
+    assert T.to_scipy().dtype == np.float32
+    assert A.dtype == np.float16                              # the user's matrix untouched
+
+
+def test_float16_matrix_through_tune():
+    A = float16_matrix(300, 200)
+    T = asp.tune(A, "matvec=1", store=False)                 # the one-call baseline
+    check_float16_products(T, A, "tune, one call")
+    T = asp.tune(A, asp.Workload(matvec=100_000, rmatvec=100_000), effort="estimate", store=False)
+    assert not T.plan.is_baseline                             # a converted layout, in float32
+    check_float16_products(T, A, f"tune, estimate: {T.plan.describe()}", exact=False)

@@ -2,7 +2,9 @@
 
 CSR A @ X and CSC Aᴴ @ X run through ``_simd._block``, BSR A @ X (literal
 block shapes) through ``_simd.bsr_block``, for real values: column blocks of
-16, 8, 4, 2 and 1, so k from 0 to 40 covers every combination of blocks.
+16, 8, 4, 2 and 1, so k from 0 to 40 covers every combination of blocks.  The
+random draws cannot promise that, so every k at a block boundary is an explicit
+example (BLOCK_KS), besides the random ones.
 Each column is summed in SciPy's order, so float64 results are bit-identical
 to SciPy's, NaN and Inf included.
 """
@@ -12,11 +14,25 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from autosparse import formats, verify
 from autosparse.kernels._runtime import PARALLEL_MIN_WORK
+
+
+# every block combination's edges: none, each single width, one short of / at / one past
+# one and two blocks of 16, and the largest k drawn
+BLOCK_KS = (0, 1, 2, 3, 4, 7, 8, 15, 16, 17, 31, 32, 33, 40)
+
+
+def at_block_boundaries(params):
+    """``@example``s at every k in BLOCK_KS; ``params(i, k)`` gives the other arguments."""
+    def decorate(test):
+        for i, k in enumerate(BLOCK_KS):
+            test = example(k=k, **params(i, k))(test)
+        return test
+    return decorate
 
 
 def _matrix(m, n, density, seed, dtype=np.float64):
@@ -29,6 +45,8 @@ def _matrix(m, n, density, seed, dtype=np.float64):
 @given(m=st.integers(0, 40), n=st.integers(0, 40), k=st.integers(0, 40), density=st.floats(0, 1),
        seed=st.integers(0, 2**16), values=st.sampled_from(["full", "table"]),
        index_dtype=st.sampled_from(["int16", "int32", "int64"]), nonfinite=st.booleans())
+@at_block_boundaries(lambda i, k: dict(m=23, n=19, density=0.6, seed=100 + k, values=("full", "table")[i % 2],
+                                       index_dtype=("int16", "int32", "int64")[i % 3], nonfinite=i % 4 == 3))
 def test_csr_matmat_is_scipy_bit_for_bit(m, n, k, density, seed, values, index_dtype, nonfinite):
     A = _matrix(m, n, density, seed)
     if nonfinite and A.nnz:
@@ -42,6 +60,7 @@ def test_csr_matmat_is_scipy_bit_for_bit(m, n, k, density, seed, values, index_d
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(m=st.integers(0, 40), n=st.integers(0, 40), k=st.integers(0, 40), density=st.floats(0, 1),
        seed=st.integers(0, 2**16), b=st.sampled_from([2, 3]), nonfinite=st.booleans())
+@at_block_boundaries(lambda i, k: dict(m=23, n=19, density=0.6, seed=200 + k, b=(2, 3)[i % 2], nonfinite=i % 4 == 3))
 def test_bsr_matmat_is_scipy_bit_for_bit(m, n, k, density, seed, b, nonfinite):
     """Shapes that are not multiples of the block: the last block row and column stick out."""
     A = _matrix(m, n, density, seed)
