@@ -241,3 +241,34 @@ def test_unknown_op_is_a_value_error_naming_the_accepted(fn, op):
     x = np.ones(A.shape[1])
     with pytest.raises(ValueError, match=r"unknown operation .*accepted: matvec, rmatvec, matmat, rmatmat"):
         fn(A, x, op) if fn is verify.reference else fn(A @ x, A, x, op)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64, np.complex128])
+@pytest.mark.parametrize("op", ["matvec", "rmatvec", "matmat", "rmatmat"])
+def test_large_magnitude_bound_is_scipys(op, dtype):
+    """From verify.SMALL entries |A| |x| comes from a kernel on A's arrays, not SciPy's
+    abs(A) @ abs(x): same values (to rounding), same dtype, same NaN where 0 * inf."""
+    rng = np.random.default_rng(5)
+    m, n = 500, 300
+    A = sp.random_array((m, n), density=(verify.SMALL + 4000) / (m * n), rng=rng, format="csr", dtype=np.float64)
+    A.data -= 0.5
+    if np.dtype(dtype).kind == "c":
+        A = A + 1j * sp.random_array((m, n), density=0.05, rng=rng, format="csr")
+    A = sp.csr_array(A.astype(dtype))
+    A.data[7] = np.inf
+    assert A.nnz >= verify.SMALL
+    length = m if op in ("rmatvec", "rmatmat") else n
+    x = rng.standard_normal((length, 3) if op in ("matmat", "rmatmat") else length).astype(dtype)
+    row = int(np.searchsorted(A.indptr, 7, side="right") - 1)
+    x[row if op in ("rmatvec", "rmatmat") else A.indices[7]] = 0.0       # 0 * inf: NaN in the bound
+    y, mag = verify.reference(A, x, op)
+    M = A.T.conj() if op in ("rmatvec", "rmatmat") else A
+    with np.errstate(all="ignore"):
+        want = abs(M) @ np.abs(x)
+        np.testing.assert_array_equal(y, M @ x)
+    assert mag.shape == want.shape and mag.dtype == want.dtype
+    assert np.isnan(want).any()
+    np.testing.assert_array_equal(np.isnan(mag), np.isnan(want))
+    np.testing.assert_array_equal(np.isinf(mag), np.isinf(want))
+    fin = np.isfinite(want)
+    np.testing.assert_allclose(mag[fin], want[fin], rtol=1e-5 if np.dtype(dtype) in (np.float32, np.complex64) else 1e-12)
