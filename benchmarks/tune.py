@@ -159,6 +159,16 @@ def search_ratio(report, tuned_plan, oracle_plan):
     return t / o if t and o else None
 
 
+def regret_detail(regret, sr, report):
+    """Why a plan missed the regret bound, as far as its search tells: whether it timed the
+    oracle's layout, and its finalists' notes (re-timings, near-ties, width rule)."""
+    parts = [] if sr else ["the measure search never timed the oracle's layout"]
+    if regret > T_REGRET and report is not None:
+        parts += [n for n in report.notes if n.startswith(("re-timed", "near-tie", "sell", "csr", "csc", "coo"))
+                  or "chosen over" in n or "won the re-timing" in n]
+    return short("; ".join(parts), 1200) or None
+
+
 def timing_kw(which, scipy_call=None):
     from autosparse.timing import measure
     kw = dict(TIMING[which])
@@ -335,7 +345,7 @@ class MatrixRun:
                     self.row(status="ok", build_seconds=b["tuned"].median, oracle_build_seconds=b["oracle"].median,
                              seconds=med.get(("tuned", "matvec", 1)), oracle_cost=cost["oracle"],
                              tuned_cost=cost["tuned"], regret=regret, search_ratio=sr,
-                             detail=None if sr else "the measure search never timed the oracle's layout", **orow)
+                             detail=regret_detail(regret, sr, T.report), **orow)
         del T, T_o, calls, t
         gc.collect()
 

@@ -272,3 +272,42 @@ def test_large_magnitude_bound_is_scipys(op, dtype):
     np.testing.assert_array_equal(np.isinf(mag), np.isinf(want))
     fin = np.isfinite(want)
     np.testing.assert_allclose(mag[fin], want[fin], rtol=1e-5 if np.dtype(dtype) in (np.float32, np.complex64) else 1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64, np.complex128])
+@pytest.mark.parametrize("fault", ["none", "error", "nan", "lost nan", "wrong inf", "inf", "imag nan"])
+def test_large_error_ratio_is_the_small_rule(dtype, fault, monkeypatch):
+    """From verify.SMALL entries error_ratio runs as one kernel pass: the same ratio as the
+    NumPy rule (forced here by raising SMALL) on every kind of fault."""
+    rng = np.random.default_rng(11)
+    n = verify.SMALL + 123
+    cplx = np.dtype(dtype).kind == "c"
+    ref = rng.standard_normal(n) + (1j * rng.standard_normal(n) if cplx else 0)
+    ref = ref.astype(dtype)
+    ref[5] = np.nan
+    ref[9] = np.inf
+    mag = np.abs(ref).astype(np.float64) * 3
+    mag[13] = np.inf                                  # an entry the rule cannot bound
+    got = ref.copy()
+    eps = np.finfo(dtype).eps
+    got[100:200] += (ref[100:200].real * eps * 7).astype(dtype)    # rounding: passes
+    i = 40_000
+    if fault == "error":
+        got[i] += ref[i] * 1e-3
+    elif fault == "nan":
+        got[i] = np.nan
+    elif fault == "lost nan":
+        got[5] = 1.0
+    elif fault == "wrong inf":
+        got[9] = -np.inf
+    elif fault == "inf":
+        got[i] = np.inf
+    elif fault == "imag nan":
+        if not cplx:
+            pytest.skip("real")
+        got[i] = complex(got[i].real, np.nan)
+    fast = verify.error_ratio(got, ref, mag, 4, dtype)
+    monkeypatch.setattr(verify, "SMALL", 10 * n)
+    slow = verify.error_ratio(got, ref, mag, 4, dtype)
+    assert fast == pytest.approx(slow, rel=1e-6) or fast == slow == np.inf
+    assert (fast <= 1.0) == (fault == "none")

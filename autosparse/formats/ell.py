@@ -102,17 +102,18 @@ def _ell_part(A, width, idx):
     """(cols, data, zero positions) of the first ``width`` entries of each row.
 
     Column-major and padded (ELL is a single SELL chunk of ``m`` rows, so
-    ``slot_sources`` walks it); ``A`` is canonical CSR.  The positions are
+    ``fill_slots`` walks it); ``A`` is canonical CSR.  The positions are
     the slots of A's explicit zeros.
     """
     m = A.shape[0]
     if width == 0 or m == 0 or A.nnz == 0:
         return np.zeros(width * m, dtype=idx), np.zeros(width * m, dtype=A.dtype), np.empty(0, np.int64)
-    src, pad = KS.slot_sources(A.indptr, None, m, np.array([0, width * m], dtype=np.int64))
-    cols = A.indices[src].astype(idx, copy=False)
-    data = A.data[src]
-    zeros = np.flatnonzero((data == 0) & ~pad)
-    data[pad] = 0
+    cptr = np.array([0, width * m], dtype=np.int64)
+    cols, data = np.empty(width * m, dtype=idx), np.empty(width * m, dtype=A.dtype)
+    KS.fill_slots(A.indptr, A.indices, A.data, None, m, cptr, cols, data)
+    zeros = np.empty(int(np.count_nonzero(A.data == 0)), dtype=np.int64)
+    if zeros.size:
+        zeros = zeros[:KS.explicit_zero_slots(A.indptr, A.data, None, m, cptr, zeros)]
     return cols, data, zeros
 
 

@@ -138,17 +138,17 @@ def from_csr(A, C=8, sigma=1, index_dtype=None, values="full") -> SELL:
     np.cumsum(widths * C, out=cptr[1:])
     slots = int(cptr[-1])
 
-    src, pad = K.slot_sources(A.indptr, perm, C, cptr)
-    cols = A.indices[src].astype(idx, copy=False)
-    vals = A.data[src]
-    zeros = np.flatnonzero((vals == 0) & ~pad)        # the input's explicit zeros stay in their slots
     table = None
-    if values == "full":
-        data = vals
-    else:
-        codes, table = _csr._encode(A.data, "table", include_zero=True)
-        data = codes[src]
-    data[pad] = 0                                     # code 0 is the table's 0
+    source = A.data
+    if values == "table":
+        source, table = _csr._encode(A.data, "table", include_zero=True)     # code 0 is the table's 0
+    cols = np.empty(slots, dtype=idx)
+    data = np.empty(slots, dtype=source.dtype)
+    zeros = np.empty(int(np.count_nonzero(A.data == 0)) if slots else 0, dtype=np.intp)
+    if slots:
+        K.fill_slots(A.indptr, A.indices, source, perm, C, cptr, cols, data)
+    if zeros.size:                                    # the input's explicit zeros stay in their slots
+        K.explicit_zero_slots(A.indptr, A.data, perm, C, cptr, zeros)
     ptr = index_dtype_for(slots)
     permd = None if perm is None else perm.astype(index_dtype_for(max(m - 1, 0)))
     params = {"C": C, "sigma": sigma, "index_dtype": idx.name, "values": values}

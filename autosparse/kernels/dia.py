@@ -415,15 +415,20 @@ def rmatmat_lit_par(offsets, data, table, ND, B, conj, X, out):
 
 # -- conversion ------------------------------------------------------------------
 
-@jit
+@pjit
 def layout(indptr, indices, n):
     """(offsets, slot): the occupied diagonals (ascending) and ``slot[j - i + m]``,
-    the row of diagonal ``j - i`` in the (n_diagonals, m) array (-1: unoccupied)."""
+    the row of diagonal ``j - i`` in the (n_diagonals, m) array (-1: unoccupied).
+
+    Rows are marked in parallel: threads may store the same 1 to one slot, which is
+    the only write there is, so the marks are the same in any interleaving."""
     m = indptr.size - 1
     slot = np.zeros(m + n, np.int64)               # diagonal j - i, shifted by m
-    for i in range(m):
+    for i in prange(m):
         for p in range(indptr[i], indptr[i + 1]):
-            slot[np.int64(indices[p]) - i + m] = 1
+            d = np.int64(indices[p]) - i + m
+            if slot[d] == 0:                       # a read where the mark is set: no line ping-pong
+                slot[d] = 1
     nd = 0
     for d in range(m + n):
         if slot[d]:
@@ -438,10 +443,11 @@ def layout(indptr, indices, n):
     return offsets, slot
 
 
-@jit
+@pjit
 def fill(indptr, indices, values, slot, out):
-    """``out[slot[j - i + m], i] = values[p]`` for every entry p = (i, j)."""
+    """``out[slot[j - i + m], i] = values[p]`` for every entry p = (i, j); rows in parallel
+    (each writes its own column of ``out``)."""
     m = indptr.size - 1
-    for i in range(m):
+    for i in prange(m):
         for p in range(indptr[i], indptr[i + 1]):
             out[slot[np.int64(indices[p]) - i + m], i] = values[p]

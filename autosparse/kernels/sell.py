@@ -216,23 +216,18 @@ TRANSPOSED = ("rmatvec", "rmatmat")      # serial calls take the ``whole`` flag 
 
 # -- conversion -----------------------------------------------------------------
 
-@jit
-def slot_sources(indptr, perm, C, cptr):
-    """Source entry of every slot of a chunked layout, in slot order.
+@pjit
+def fill_slots(indptr, indices, values, perm, C, cptr, cols, vals):
+    """``cols`` and ``vals`` of every slot of a chunked layout, chunks in parallel.
 
-    Chunk ``c`` holds sorted positions ``c*C .. c*C+C-1`` (row ``perm[p]``,
-    or ``p`` without a permutation) in slots ``cptr[c] + j*C + r``.  Returns
-    ``(src, pad)``: ``src[s]`` is the CSR entry slot ``s`` holds, and for
-    padding (``pad[s]``) the row's last entry (its column is the padding's
-    column; entry 0 for empty rows and lanes past the last row).  ELL is one
-    chunk of ``C = m`` rows.  Walking the slots in order writes sequentially
-    and reads each row's entries in order, so this is one cheap pass.
-    """
+    Chunk ``c`` holds sorted positions ``c*C .. c*C+C-1`` (row ``perm[p]``, or ``p``
+    without a permutation) in slots ``cptr[c] + j*C + r``; ELL is one chunk of ``C = m``
+    rows.  Padding takes the row's last column (entry 0's for empty rows and lanes past
+    the last row) and value 0.  Walking the slots in order writes sequentially and reads
+    each row's entries in order: one pass writing the layout itself (an int64 source per
+    slot for NumPy to gather through cost 4x as long)."""
     m = indptr.size - 1
-    nslots = cptr[cptr.size - 1]
-    src = np.empty(nslots, np.int64)
-    pad = np.empty(nslots, np.bool_)
-    for c in range(cptr.size - 1):
+    for c in prange(cptr.size - 1):
         o = cptr[c]
         width = (cptr[c + 1] - o) // C
         for j in range(width):
@@ -243,13 +238,34 @@ def slot_sources(indptr, perm, C, cptr):
                     start = indptr[i]
                     length = indptr[i + 1] - start
                     if j < length:
-                        src[o] = start + j
-                        pad[o] = False
+                        cols[o] = indices[start + j]
+                        vals[o] = values[start + j]
                     else:
-                        src[o] = start + length - 1 if length > 0 else 0
-                        pad[o] = True
+                        cols[o] = indices[start + length - 1] if length > 0 else indices[0]
+                        vals[o] = 0
                 else:
-                    src[o] = 0
-                    pad[o] = True
+                    cols[o] = indices[0]
+                    vals[o] = 0
                 o += 1
-    return src, pad
+
+
+@jit
+def explicit_zero_slots(indptr, values, perm, C, cptr, out):
+    """Slots (ascending) holding an entry whose value is 0: the input's explicit zeros,
+    which padding must not be mistaken for.  ``out`` has room for all of them."""
+    m = indptr.size - 1
+    nz = 0
+    for c in range(cptr.size - 1):
+        o = cptr[c]
+        width = (cptr[c + 1] - o) // C
+        for j in range(width):
+            for r in range(C):
+                p = c * C + r
+                if p < m:
+                    i = row_of(perm, p)
+                    start = indptr[i]
+                    if j < indptr[i + 1] - start and values[start + j] == 0:
+                        out[nz] = o
+                        nz += 1
+                o += 1
+    return nz
