@@ -1003,7 +1003,7 @@ class PlanStore:
         return [_entry(r) for r in rows]
 
     def get(self, key) -> list:
-        """Entries whose id equals ``key`` or whose short key / structure key starts with it."""
+        """Entries whose id equals ``key`` (first) or whose short key / structure key starts with it."""
         key = str(key).strip()
         if not key:
             return []
@@ -1013,7 +1013,8 @@ class PlanStore:
             e = _entry(r)
             if key == str(e["id"]) or e["key"].startswith(key) or r["structure_key"].startswith(key):
                 out.append(e)
-        return out
+        # an id is exact, a hex prefix may be anything's: "12" is plan 12 before keys starting "12"
+        return sorted(out, key=lambda e: key != str(e["id"]))
 
     def clear(self, stale_only: bool = False) -> int:
         """Delete every plan (or only those of other machines / kernel versions); the number deleted."""

@@ -486,6 +486,8 @@ def test_db_management(st, monkeypatch):
     e = st.entries()
     assert st.get(e[0]["key"])[0]["id"] == e[0]["id"] and st.get(str(e[1]["id"]))[0]["key"] == e[1]["key"]
     assert st.get("zzzz") == []
+    for entry in e:                     # an id comes first, before hex keys that start with its digits
+        assert st.get(str(entry["id"]))[0]["id"] == entry["id"]
     assert st.clear(stale_only=True) == 1 and len(st) == 3
     assert st.clear() == 3 and len(st) == 0
 
