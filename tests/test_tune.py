@@ -882,6 +882,43 @@ def test_the_oski_rule_waits_for_the_leaders_only_where_the_workload_is_large(mo
     assert 1e-3 >= S.LEADERS_SHARE * base_cost and reason.startswith("OSKI rule")   # small workload: stop
 
 
+def test_the_oski_rule_waits_for_the_best_plans_neighbours_while_they_are_cheap(monkeypatch):
+    """Every leader measured and the model expecting nothing more: the search still measures
+    the best layout's untried neighbours while it has cost under NEIGHBOURS_SHARE of the
+    workload, and stops by the OSKI rule once none is left or that share is spent."""
+    from autosparse import search as S
+    _restrict_formats(monkeypatch, ["csr", "coo"])
+    monkeypatch.setattr(S, "expected_improvement", lambda best, predicted, sigma: 0.0)
+    A = sp.csr_array(powerlaw(400, 400, rng=4))
+    s = Search(A, profile(A), asp.Workload(matvec=10**6), effort="measure", time_limit=None, memory_limit=None,
+               seed=0)
+    s.evaluate(Layout(BASELINE), "baseline", F=s.baseline_format)
+    s.calibration = s._calibrate(s.candidates[Layout(BASELINE)])
+    s.queue = s.rank()
+    for lay in s.leaders:
+        s.evaluate(lay, "model")
+    best = s.best_plan()[0].layouts[0]
+    owed = [lay for _, lay in s.queue if lay not in s.candidates and S._neighbours(lay, best)]
+    assert owed, "the test needs an untried neighbour of the best layout"
+    base_cost = s.workload_cost(s.candidates[Layout(BASELINE)].times, 0.0)
+    cheap, dear = 0.5 * S.NEIGHBOURS_SHARE * base_cost, 1.5 * S.NEIGHBOURS_SHARE * base_cost
+    monkeypatch.setattr(s, "spent", lambda: cheap)
+    assert s.should_stop(budget=math.inf) == ""
+    assert S._neighbours(s.next_layout(), best) or S._neighbours(s.next_layout(), s._narrowest_twin(best))
+    monkeypatch.setattr(s, "spent", lambda: dear)
+    assert s.should_stop(budget=math.inf).startswith("OSKI rule")
+    monkeypatch.setattr(s, "spent", lambda: cheap)
+    while True:                                  # measure the neighbours: then nothing is owed
+        nxt = [lay for _, lay in s.queue if lay not in s.candidates and any(
+            b is not None and S._neighbours(lay, b) for b in (*s.best_plan()[0].layouts,
+                                                              s._narrowest_twin(s.best_plan()[0].layouts[0])))]
+        if not nxt:
+            break
+        s.evaluate(nxt[0], "model")
+    assert s.should_stop(budget=math.inf).startswith("OSKI rule") or not [
+        lay for _, lay in s.queue if lay not in s.candidates]
+
+
 def test_finalists_are_the_runner_ups_and_each_formats_best(monkeypatch):
     from autosparse import search as S
     speed = {"csr": 1.00e-5, "sell": 1.1e-5, "coo": 1.8e-5, "ell": 2.5e-5, BASELINE: 3e-5}
@@ -1007,6 +1044,44 @@ def test_short_products_are_timed_beside_the_baseline(monkeypatch):
     s, t_csr, t_sell = search()
     assert t_csr == pytest.approx(2.0e-5)                            # the slow spell stands
     assert s.best_plan()[0].layouts == (sell,)
+
+
+def test_a_slow_spell_during_the_tie_break_does_not_hand_the_plan_to_the_baseline(monkeypatch):
+    """The near-tie re-timing runs after the baseline was last timed: when the machine is 4x
+    slower during it, its costs must still be compared with the baseline on one scale."""
+    from autosparse import search as S
+    monkeypatch.setattr(S, "PAIR_MAX_SECONDS", 0.0)
+    speed = {"csr": 1.00e-5, "sell": 1.03e-5, "coo": 1.8e-5, BASELINE: 3e-5}
+    calls = []
+
+    def fake_measure(fn, factor=1.0, **kw):
+        fn()
+        F = next(c.cell_contents for c in fn.__closure__ if hasattr(c.cell_contents, "__self__")).__self__
+        t = speed[F.name] * factor
+        return timing.Timing(t, t, 0.0, 1, 2, 0.0)
+
+    def fake_interleaved(fns, rounds=5, **kw):
+        calls.append(rounds)
+        factor = 4.0 if len(calls) == 2 else 1.0          # the tie-break meets a slow spell
+        out = {}
+        for k, f in fns.items():
+            t = fake_measure(f, factor).median
+            out[k] = timing.Timing(t, t, 0.0, rounds, rounds, 0.0, rounds=(t,) * rounds)
+        return out
+    monkeypatch.setattr(timing, "measure", fake_measure)
+    monkeypatch.setattr(timing, "interleaved", fake_interleaved)
+    A = sp.csr_array(powerlaw(300, 300, rng=5))
+    s = Search(A, profile(A), asp.Workload(matvec=10**7), effort="measure", time_limit=None, memory_limit=None,
+               seed=0)
+    s.evaluate(Layout(BASELINE), "baseline", F=s.baseline_format)
+    for lay in [Layout("csr", {"index_dtype": "int32", "values": "full"}),
+                Layout("sell", {"C": 8, "sigma": 1, "index_dtype": "int32", "values": "full"})]:
+        assert s.evaluate(lay, "model").ok, lay
+    plan, value = s.confirm(*s.best_plan())
+    assert len(calls) == 2 and calls[1] == S.MAX_TIE_ROUNDS              # the tie-break ran
+    assert plan.layouts[0].format == "csr", s.notes
+    assert value == pytest.approx(10**7 * 1.0e-5, rel=0.01)            # on the baseline's scale
+    assert not any("did not beat SciPy" in n for n in s.notes)
 
 
 def test_narrower_indices_win_near_ties(monkeypatch):
