@@ -884,12 +884,14 @@ def test_the_oski_rule_waits_for_the_leaders_only_where_the_workload_is_large(mo
 
 def test_the_oski_rule_waits_for_the_best_plans_neighbours_while_they_are_cheap(monkeypatch):
     """Every leader measured and the model expecting nothing more: the search still measures
-    the best layout's untried neighbours while it has cost under NEIGHBOURS_SHARE of the
-    workload, and stops by the OSKI rule once none is left or that share is spent."""
+    the index-width twins of the best layouts (whatever it has cost: the budget bounds it),
+    then their other neighbours while it has cost under NEIGHBOURS_SHARE of the workload,
+    and stops by the OSKI rule once none is left or that share is spent."""
     from autosparse import search as S
     _restrict_formats(monkeypatch, ["csr", "coo"])
     monkeypatch.setattr(S, "expected_improvement", lambda best, predicted, sigma: 0.0)
     A = sp.csr_array(powerlaw(400, 400, rng=4))
+    A.data[:] = np.where(np.arange(A.nnz) % 2, 1.0, -2.0)           # two values: value tables apply
     s = Search(A, profile(A), asp.Workload(matvec=10**6), effort="measure", time_limit=None, memory_limit=None,
                seed=0)
     s.evaluate(Layout(BASELINE), "baseline", F=s.baseline_format)
@@ -897,24 +899,24 @@ def test_the_oski_rule_waits_for_the_best_plans_neighbours_while_they_are_cheap(
     s.queue = s.rank()
     for lay in s.leaders:
         s.evaluate(lay, "model")
-    best = s.best_plan()[0].layouts[0]
-    owed = [lay for _, lay in s.queue if lay not in s.candidates and S._neighbours(lay, best)]
-    assert owed, "the test needs an untried neighbour of the best layout"
     base_cost = s.workload_cost(s.candidates[Layout(BASELINE)].times, 0.0)
     cheap, dear = 0.5 * S.NEIGHBOURS_SHARE * base_cost, 1.5 * S.NEIGHBOURS_SHARE * base_cost
-    monkeypatch.setattr(s, "spent", lambda: cheap)
-    assert s.should_stop(budget=math.inf) == ""
-    assert S._neighbours(s.next_layout(), best) or S._neighbours(s.next_layout(), s._narrowest_twin(best))
+
+    def untried(rule):
+        return [lay for _, lay in s.queue if lay not in s.candidates and any(rule(lay, b) for b in s._walk_anchors())]
+    assert untried(S._width_sibling), "the test needs an untried width twin of a walk anchor"
+    while untried(S._width_sibling):             # owed even where the search has cost a lot
+        monkeypatch.setattr(s, "spent", lambda: dear)
+        assert s.should_stop(budget=math.inf) == ""
+        s.evaluate(untried(S._width_sibling)[0], "model")
+    assert untried(S._neighbours), "the test needs an untried neighbour other than a width twin"
     monkeypatch.setattr(s, "spent", lambda: dear)
     assert s.should_stop(budget=math.inf).startswith("OSKI rule")
     monkeypatch.setattr(s, "spent", lambda: cheap)
-    while True:                                  # measure the neighbours: then nothing is owed
-        nxt = [lay for _, lay in s.queue if lay not in s.candidates and any(
-            b is not None and S._neighbours(lay, b) for b in (*s.best_plan()[0].layouts,
-                                                              s._narrowest_twin(s.best_plan()[0].layouts[0])))]
-        if not nxt:
-            break
-        s.evaluate(nxt[0], "model")
+    assert s.should_stop(budget=math.inf) == ""
+    assert any(S._neighbours(s.next_layout(), b) for b in s._walk_anchors())
+    while untried(S._neighbours):
+        s.evaluate(untried(S._neighbours)[0], "model")
     assert s.should_stop(budget=math.inf).startswith("OSKI rule") or not [
         lay for _, lay in s.queue if lay not in s.candidates]
 
