@@ -122,7 +122,13 @@ def from_csr(A, r=1, c=1, index_dtype=None) -> BSR:
     idx = index_dtype_for(max(nbc - 1, 0), index_dtype, what="block column indices")
     colblk = (np.arange(n, dtype=np.int64) // c).astype(A.indices.dtype)
     nbc1 = max(nbc, 1)
-    counts = K.count_blocks(A.indptr, A.indices, m, r, colblk, nbc1)
+    # as_csr gives canonical CSR: without explicit zeros, block rows convert in parallel
+    zeros = int(np.count_nonzero(A.data == 0))
+    if zeros:
+        counts = K.count_blocks(A.indptr, A.indices, m, r, colblk, nbc1)
+    else:
+        counts = np.empty(mb, dtype=np.int64)
+        K.count_blocks_sorted(A.indptr, A.indices, m, r, colblk, nbc1, counts)
     bptr = np.zeros(mb + 1, dtype=np.int64)
     np.cumsum(counts, out=bptr[1:])
     nblocks = int(bptr[-1])
@@ -130,8 +136,11 @@ def from_csr(A, r=1, c=1, index_dtype=None) -> BSR:
     bdata = np.zeros((nblocks, r, c), dtype=A.dtype)
     words, zmask = K.value_words(A.data)
     bwords, _ = K.value_words(bdata.reshape(-1))
-    zpos = np.empty(int(np.count_nonzero(A.data == 0)), dtype=np.int64)
-    K.place_blocks(A.indptr, A.indices, words, zmask, m, r, c, colblk, nbc1, bptr, bidx, bwords, zpos)
+    zpos = np.empty(zeros, dtype=np.int64)
+    if zeros:
+        K.place_blocks(A.indptr, A.indices, words, zmask, m, r, c, colblk, nbc1, bptr, bidx, bwords, zpos)
+    else:
+        K.place_blocks_sorted(A.indptr, A.indices, words, m, r, c, colblk, nbc1, bptr, bidx, bwords)
     if bdata.size <= np.iinfo(np.int32).max:
         zpos = zpos.astype(np.int32)
     ptr = bptr.astype(index_dtype_for(nblocks))

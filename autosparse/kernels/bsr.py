@@ -571,3 +571,79 @@ def place_blocks(indptr, indices, words, zmask, m, r, c, colblk, nbc, bptr, bidx
                     zpos[nz] = pos
                     nz += 1
     return nz
+
+
+CONVERT_CHUNKS = 256      # chunks of block rows the parallel conversion shares out
+
+# Merge-based conversion for canonical CSR (rows' columns sorted, no duplicates): a block
+# row's distinct block columns come out of an r-way merge of its rows in ascending order,
+# so no scratch array over all block columns is needed and block rows convert in parallel
+# (each writes its own range of blocks).  ``place_blocks`` stays for inputs with explicit
+# zeros, whose positions it lists in order.
+
+@jit
+def _next_block(indptr, indices, colblk, i0, nrows, heads, none):
+    """The smallest block column at the heads of rows i0 .. i0 + nrows - 1, or ``none``."""
+    b = none
+    for q in range(nrows):
+        h = heads[q]
+        if h < indptr[i0 + q + 1]:
+            bq = colblk[indices[h]]
+            if bq < b:
+                b = bq
+    return b
+
+
+@pjit
+def count_blocks_sorted(indptr, indices, m, r, colblk, nbc, counts):
+    """``counts[bi]``: distinct blocks of block row bi (block rows in parallel)."""
+    mb = counts.size
+    nchunks = min(mb, CONVERT_CHUNKS)
+    for t in prange(nchunks):
+        heads = np.empty(r, np.int64)              # one scratch per chunk of block rows
+        for bi in range(t * mb // nchunks, (t + 1) * mb // nchunks):
+            i0 = bi * r
+            nrows = min(m, i0 + r) - i0
+            for q in range(nrows):
+                heads[q] = indptr[i0 + q]
+            cnt = 0
+            while True:
+                b = _next_block(indptr, indices, colblk, i0, nrows, heads, nbc)
+                if b == nbc:
+                    break
+                cnt += 1
+                for q in range(nrows):
+                    end = indptr[i0 + q + 1]
+                    while heads[q] < end and colblk[indices[heads[q]]] == b:
+                        heads[q] += 1
+            counts[bi] = cnt
+
+
+@pjit
+def place_blocks_sorted(indptr, indices, words, m, r, c, colblk, nbc, bptr, bidx, bwords):
+    """``place_blocks`` for canonical CSR without explicit zeros, block rows in parallel."""
+    mb = bptr.size - 1
+    nw = words.shape[1]
+    nchunks = min(mb, CONVERT_CHUNKS)
+    for t in prange(nchunks):
+        heads = np.empty(r, np.int64)
+        for bi in range(t * mb // nchunks, (t + 1) * mb // nchunks):
+            i0 = bi * r
+            nrows = min(m, i0 + r) - i0
+            for q in range(nrows):
+                heads[q] = indptr[i0 + q]
+            p = bptr[bi]
+            while True:
+                b = _next_block(indptr, indices, colblk, i0, nrows, heads, nbc)
+                if b == nbc:
+                    break
+                bidx[p] = b
+                for q in range(nrows):
+                    end = indptr[i0 + q + 1]
+                    base = p * (r * c) + q * c - b * c
+                    while heads[q] < end and colblk[indices[heads[q]]] == b:
+                        k = heads[q]
+                        for w in range(nw):
+                            bwords[base + indices[k], w] = words[k, w]
+                        heads[q] += 1
+                p += 1
