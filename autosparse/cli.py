@@ -231,7 +231,7 @@ def cmd_bench(args):
         fns["autosparse"]()
         # the tuner's own acceptance rule (autosparse.verify), against SciPy on this operand
         name = op + (str(k) if op == "matmat" else "")
-        ok, ratio = verify.check(out, A, x, "rmatvec" if op == "rmatvec" else op)
+        ok, ratio = verify.check(out, A, x, op)
         if not ok:
             raise CLIError(f"{name} of plan {T.plan.describe()} disagrees with SciPy "
                            f"(error {ratio:.3g}x the allowed tolerance); please report this")

@@ -199,3 +199,26 @@ def test_space_returns_a_configuration():
         params = sell.space(trial, p)
         assert params in configs
         study.tell(trial, 1.0)
+
+
+def test_explicit_zero_slots_are_where_the_zero_entries_land():
+    """The slots listed as explicit zeros are exactly where the input's zero entries are placed:
+    found independently by converting the same pattern with each entry's id as its value
+    (sorted rows, ELL widths that cut rows short)."""
+    from autosparse.formats import sell as S
+    from autosparse.formats.ell import _ell_part
+    rng = np.random.default_rng(3)
+    A = sp.random_array((300, 200), density=0.05, rng=rng, format="csr")
+    A.data[::7] = 0.0
+    ids = A.copy()
+    ids.data = np.arange(1, A.nnz + 1, dtype=np.float64)
+    zero_ids = np.flatnonzero(A.data == 0) + 1
+    for C in (4, 8, 32):
+        for sigma in (1, C, 8 * C, 4096):
+            got = S.from_csr(A, C=C, sigma=sigma).explicit_zeros[0]
+            want = np.flatnonzero(np.isin(S.from_csr(ids, C=C, sigma=sigma).data, zero_ids))
+            np.testing.assert_array_equal(got, want)
+    for width in (1, 3, 6, 40):
+        got = _ell_part(A, width, np.int32)[2]
+        want = np.flatnonzero(np.isin(_ell_part(ids, width, np.int32)[1], zero_ids))
+        np.testing.assert_array_equal(got, want)

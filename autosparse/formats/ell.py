@@ -108,12 +108,20 @@ def _ell_part(A, width, idx):
     m = A.shape[0]
     if width == 0 or m == 0 or A.nnz == 0:
         return np.zeros(width * m, dtype=idx), np.zeros(width * m, dtype=A.dtype), np.empty(0, np.int64)
-    cptr = np.array([0, width * m], dtype=np.int64)
-    cols, data = np.empty(width * m, dtype=idx), np.empty(width * m, dtype=A.dtype)
-    KS.fill_slots(A.indptr, A.indices, A.data, None, m, cptr, cols, data)
+    return slotted(A, A.data, None, m, np.array([0, width * m], dtype=np.int64), idx)
+
+
+def slotted(A, source, perm, C, cptr, idx):
+    """(cols, values, explicit-zero slots) of a chunked layout of canonical CSR ``A`` (SELL's
+    chunks of C rows, ELL's one chunk of m): values taken from ``source`` (``A.data`` or its
+    table codes), padding 0, and the slots of A's explicit zeros, which padding must not be
+    mistaken for."""
+    slots = int(cptr[-1])
+    cols, data = np.empty(slots, dtype=idx), np.empty(slots, dtype=source.dtype)
+    KS.fill_slots(A.indptr, A.indices, source, perm, C, cptr, cols, data)
     zeros = np.empty(int(np.count_nonzero(A.data == 0)), dtype=np.int64)
     if zeros.size:
-        zeros = zeros[:KS.explicit_zero_slots(A.indptr, A.data, None, m, cptr, zeros)]
+        zeros = zeros[:KS.explicit_zero_slots(A.indptr, A.data, perm, C, cptr, zeros)]
     return cols, data, zeros
 
 

@@ -39,7 +39,7 @@ from ..kernels._simd import prefetch_ahead
 from . import csr as _csr
 from ._base import MATVEC, Format
 from ._grids import MAX_TABLE, SELL_C, SELL_SIGMA
-from .ell import MAX_BYTES_VS_CSR, csr_bytes, explicit_zero_bytes
+from .ell import MAX_BYTES_VS_CSR, csr_bytes, explicit_zero_bytes, slotted
 
 NAME = "sell"
 
@@ -142,13 +142,7 @@ def from_csr(A, C=8, sigma=1, index_dtype=None, values="full") -> SELL:
     source = A.data
     if values == "table":
         source, table = _csr._encode(A.data, "table", include_zero=True)     # code 0 is the table's 0
-    cols = np.empty(slots, dtype=idx)
-    data = np.empty(slots, dtype=source.dtype)
-    zeros = np.empty(int(np.count_nonzero(A.data == 0)) if slots else 0, dtype=np.intp)
-    if slots:
-        K.fill_slots(A.indptr, A.indices, source, perm, C, cptr, cols, data)
-    if zeros.size:                                    # the input's explicit zeros stay in their slots
-        K.explicit_zero_slots(A.indptr, A.data, perm, C, cptr, zeros)
+    cols, data, zeros = slotted(A, source, perm, C, cptr, idx)      # explicit zeros stay in their slots
     ptr = index_dtype_for(slots)
     permd = None if perm is None else perm.astype(index_dtype_for(max(m - 1, 0)))
     params = {"C": C, "sigma": sigma, "index_dtype": idx.name, "values": values}
