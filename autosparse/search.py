@@ -9,9 +9,10 @@ Flow of one search (``Search.run``):
    ratio) and drop what cannot win or does not fit ``memory_limit``.
 3. Measure layouts in this order (``next_layout``): warm starts from the plan
    store; the model's best layout of each format and side (``leaders``);
-   then untried neighbours of the best plan so far (one parameter changed,
-   best predicted first; also of its narrowest-index twin when that measured
-   within WIDTH_TIE), so measurements, not the model, steer the parameters;
+   then untried storage twins (other index widths or value storage) and then
+   neighbours (one parameter changed) of the best plan so far, best predicted
+   first (also of its narrowest-index twin when that measured within
+   WIDTH_TWIN), so measurements, not the model, steer the parameters;
    then the model's order.  With ``effort="patient"`` these are
    enqueued into an optuna study (TPE sampler, in-memory, ``n_jobs=1``)
    whose define-by-run space (format, then its parameters, then the copies:
@@ -34,8 +35,8 @@ Flow of one search (``Search.run``):
    sampled by TPE but also solved exactly here: it is a small assignment
    over measured layouts, and sampling alone would waste trials on it.
 6. Re-time the finalists (``finalists``: the winner, its narrowest-index
-   variant, its near-ties, the best of each other format within 2x of it,
-   the runner-ups within 30%; four at most) and the baseline interleaved, so
+   variant, its nearest runner-up, the best of each other format within 2x
+   of it, the other runner-ups within 30%; five at most) and the baseline interleaved, so
    the winner is not an artefact of a noisy moment; each is ranked by the
    median over rounds of its cost ratio to the baseline in the same round.
    Where the workload repays it, the ones still within NEAR_TIE are timed
@@ -75,7 +76,7 @@ EFFORT_SETTINGS = {
 PRUNE_FACTOR = 1.6        # candidates predicted this much slower than the baseline are not measured
 FINALIST_SPREAD = 0.3     # runner-ups this close to the winner's search cost are re-timed beside it
 FINALIST_FORMAT_SPREAD = 1.0  # the best of another format this close is re-timed too
-MAX_FINALISTS = 4
+MAX_FINALISTS = 5
 FINALIST_NEAR = 0.10      # runner-ups this close to the winner's search cost are finalists before other formats
 NEAR_TIE = 0.2            # finalists this close after the re-timing are timed again, alone, with more rounds
 TIE_SHARE = 0.03          # ... for at most this share of the baseline's workload cost
@@ -83,7 +84,8 @@ TIE_MAX_SECONDS = 0.1     # ... and at most this long (small matrices keep withi
 MAX_TIE_ROUNDS = 25
 LEADERS_SHARE = 0.02      # the OSKI rule waits for every format's leader while the search costs less than this
 NEIGHBOURS_SHARE = 0.05   # ... and for the best plan's untried neighbours while it costs less than this
-WIDTH_TIE = 0.04          # a plan with narrower indices, otherwise equal, wins when this close: fewer bytes
+WIDTH_TIE = 0.01          # a plan with narrower indices, otherwise equal, wins when this close: fewer bytes
+WIDTH_TWIN = 0.04         # the neighbour walk also starts from a narrower twin this close to the best
 PAIR_MAX_SECONDS = 2e-3  # candidates of products up to this long are timed beside the baseline (_paired_look)
 PAIR_ROUNDS = 5
 SUSPECT_FACTOR = 4.0      # a measurement this much slower than the model's prediction is taken again
@@ -219,6 +221,7 @@ class Search:
         self.predicted: dict = {}
         self.queue: list = []
         self.leaders: list = []
+        self.predicted_build: dict = {}     # Layout -> the model's build seconds
 
     # -- operands and references ---------------------------------------------
     def operand(self, op, k):
@@ -436,6 +439,10 @@ class Search:
                 if lay is None:
                     self.stop_reason = "candidates exhausted"
                     break
+                overrun = self._build_overrun(lay, budget)
+                if overrun:
+                    self.stop_reason = overrun
+                    break
                 self.evaluate(lay, "warm-start" if lay in self.warm_starts else "model")
                 self.trials += 1
                 continue
@@ -516,6 +523,7 @@ class Search:
         base = self.candidates[Layout(BASELINE)]
         base_cost = self.workload_cost(base.times, 0.0)
         ranked, dropped, over_memory = [], 0, 0
+        self.predicted_build = {}
         for lay, est, pred, build in self.enumerate():
             if self.memory_limit is not None and est > self.memory_limit:
                 over_memory += 1
@@ -528,6 +536,7 @@ class Search:
                 dropped += 1
                 continue
             ranked.append((predicted, lay, pred))
+            self.predicted_build[lay] = build
         ranked.sort(key=lambda r: (r[0], r[1].key))
         # The model ranks variants of one format close together (they share its
         # errors), so the best of each format and side is measured first
@@ -577,6 +586,27 @@ class Search:
             return (f"OSKI rule: expected further saving {expected:.3g} s < {spent:.3g} s spent")
         return ""
 
+    def _build_overrun(self, lay, budget) -> str:
+        """Why not to start ``lay``: its build, as the model predicts it scaled by how far this
+        search's builds so far have exceeded their predictions, would take the search past its
+        budget; else "".  The first trial always runs.  Without this, the trial that crossed the
+        budget could cost more than the rest of the search: on elasticity_500 a DIA build of
+        0.15-0.3 s (the model said 0.03) after a budget of 0.12 s was nearly spent made the
+        search 155 SciPy matvecs long against a bound of 100."""
+        if self.trials == 0 or not math.isfinite(budget) or self.effort == "exhaustive":
+            return ""
+        predicted = self.predicted_build.get(lay)
+        if not predicted:
+            return ""
+        ratios = [c.build_s / self.predicted_build[c.layout] for c in self.candidates.values()
+                  if c.ok and c.build_s and c.build_s > 1e-3 and self.predicted_build.get(c.layout)]
+        expect = predicted * max(1.0, float(np.median(ratios)) if ratios else 1.0)
+        spent = self.spent()
+        if spent + expect <= budget:
+            return ""
+        return (f"{self.effort} budget ({budget:.3g} s): the next layout's build (~{expect:.2g} s expected) "
+                f"would overrun it after {spent:.3g} s spent")
+
     def _leaders_owed(self, spent) -> bool:
         """Are leaders (each format's best layout by the model) still unmeasured while the
         search has cost under LEADERS_SHARE of the baseline's workload?  The model ranks
@@ -601,10 +631,11 @@ class Search:
             return False
         anchors = self._walk_anchors()
         untried = [lay for _, lay in self.queue if lay not in self.candidates]
-        # index widths first, whatever the search has cost (the budget still bounds it): the
-        # model ranks the narrowest first for its bytes, and measured widths of one layout were
-        # up to 15% apart either way (COO int32 over int16 on tols4000)
-        if any(_width_sibling(lay, b) for lay in untried for b in anchors):
+        # index widths and value storage first, whatever the search has cost (the budget still
+        # bounds it): the model ranks the narrowest first for its bytes, and measured widths of
+        # one layout were up to 15% apart either way (COO int32 over int16 on tols4000); a DIA
+        # value table, never tried, beat gr_30_30's full-value DIA by 4-10% in four runs of five
+        if any(_storage_twin(lay, b) for lay in untried for b in anchors):
             return True
         if spent >= NEIGHBOURS_SHARE * self.workload_cost(base.times, 0.0):
             return False
@@ -630,8 +661,9 @@ class Search:
 
     def next_layout(self):
         """The next layout to measure: warm starts, then the model's best layout
-        of each format (``leaders``), then untried neighbours of the best plan
-        so far (one parameter changed, best predicted first), then the model's order."""
+        of each format (``leaders``), then untried storage twins of the best plan
+        so far, then its neighbours (one parameter changed; best predicted first in
+        both), then the model's order."""
         for lay in self.warm_starts:
             if lay not in self.candidates:
                 return lay
@@ -646,9 +678,10 @@ class Search:
             if lay not in self.candidates:
                 return lay
         anchors = self._walk_anchors()
-        for lay in untried:                  # the queue is in model order
-            if any(_neighbours(lay, b) for b in anchors):
-                return lay
+        for rule in (_storage_twin, _neighbours):   # the queue is in model order
+            for lay in untried:
+                if any(rule(lay, b) for b in anchors):
+                    return lay
         return untried[0]
 
     def _walk_anchors(self) -> list:
@@ -670,7 +703,7 @@ class Search:
 
     def _narrowest_twin(self, lay):
         """The measured layout that is ``lay`` with the narrowest index width, when its cost is
-        within WIDTH_TIE of ``lay``'s; else None.  Widths measure within the noise of each
+        within WIDTH_TWIN of ``lay``'s; else None.  Widths measure within the noise of each
         other, so a walk anchored on the widest alone (it measured 1% faster) never tries
         the winner's other neighbours at the width the finalists then prefer."""
         cand = self.candidates.get(lay)
@@ -678,7 +711,7 @@ class Search:
             return None
         cost = self.plan_cost([cand])
         twins = [c for c in self.candidates.values()
-                 if c.ok and _width_step(c.layout, lay) and self.plan_cost([c]) <= cost * (1 + WIDTH_TIE)]
+                 if c.ok and _width_step(c.layout, lay) and self.plan_cost([c]) <= cost * (1 + WIDTH_TWIN)]
         if not twins:
             return None
         return min(twins, key=lambda c: (_layout_width_ranks(c.layout), self.plan_cost([c]))).layout
@@ -789,11 +822,15 @@ class Search:
 
     def finalists(self, plan, value):
         """The chosen plan; its variant with the narrowest indices (within FINALIST_SPREAD);
-        up to two runner-ups within FINALIST_NEAR of its cost (index widths and σ of one format
-        are often that close); the best plan of each other format within
+        its nearest runner-up within FINALIST_NEAR (index widths and σ of one format are often
+        that close); the best plan of each other format within FINALIST_SPREAD, then within
         FINALIST_FORMAT_SPREAD (a format measured in a slow moment gets a second chance);
-        then the runner-ups within FINALIST_SPREAD.  At most MAX_FINALISTS, best first in
-        each group."""
+        then the other runner-ups within FINALIST_NEAR and FINALIST_SPREAD.  At most
+        MAX_FINALISTS, best first in each group.
+
+        Other formats come before a second near-tie of the winner's own: first looks misjudged
+        formats against each other by 15% (add32: COO measured behind a SELL it beat by 12%
+        in every later timing), while one format's variants that close seldom differ by 5%."""
         ok = [c for c in self.candidates.values() if c.ok]
         ah_side = [c for c in ok if c.layout.of == "AH"]
         others = []
@@ -804,20 +841,26 @@ class Search:
             others.append((self.plan_cost(best), a.layout.key, a.layout.format, self._plan_of(best)))
         others.sort(key=lambda r: r[:2])
         chosen, formats_seen = [], {lay.format for lay in plan.layouts}
+
+        def take(p, fmt):
+            if p not in chosen:
+                chosen.append(p)
+                formats_seen.add(fmt)
         narrower = [r for r in others if r[0] <= value * (1 + FINALIST_SPREAD) and narrower_indices(r[3], plan)]
         if narrower:                                         # the narrowest-index variant of the winner
-            chosen.append(min(narrower, key=lambda r: (_width_ranks(r[3]), r[0]))[3])
-        for cost_a, _, fmt, p in others[:MAX_FINALISTS - 2]:        # near-ties first, whatever their format
-            if cost_a <= value * (1 + FINALIST_NEAR) and p not in chosen:
-                chosen.append(p)
-                formats_seen.add(fmt)
-        for cost_a, _, fmt, p in others:                     # the best of each other format
-            if fmt not in formats_seen and cost_a <= value * (1 + FINALIST_FORMAT_SPREAD):
-                chosen.append(p)
-                formats_seen.add(fmt)
+            take(min(narrower, key=lambda r: (_width_ranks(r[3]), r[0]))[3], plan.layouts[0].format)
+        near = [(fmt, p) for cost_a, _, fmt, p in others if cost_a <= value * (1 + FINALIST_NEAR)]
+        if near:                                             # the nearest runner-up, whatever its format
+            take(near[0][1], near[0][0])
+        for spread in (FINALIST_SPREAD, FINALIST_FORMAT_SPREAD):   # the best of each other format
+            for cost_a, _, fmt, p in others:
+                if fmt not in formats_seen and cost_a <= value * (1 + spread):
+                    take(p, fmt)
+        for fmt, p in near:                                  # then the other near-ties
+            take(p, fmt)
         for cost_a, _, fmt, p in others:                     # then the closest runner-ups
-            if p not in chosen and cost_a <= value * (1 + FINALIST_SPREAD):
-                chosen.append(p)
+            if cost_a <= value * (1 + FINALIST_SPREAD):
+                take(p, fmt)
         return [plan] + chosen[:MAX_FINALISTS - 1]
 
     def confirm(self, plan, value):
@@ -858,8 +901,10 @@ class Search:
             first = [self.plan_cost([self.candidates[lay] for lay in p.layouts]) for p in plans]
             baseline = self._break_ties(plans, costs, baseline, fns, first)
         best = int(np.argmin(costs))
-        # Narrower indices move fewer bytes and do the same work: within the timing noise of
-        # the winner they are the better bet (measured picks among widths were coin flips)
+        # Narrower indices move fewer bytes and do the same work: within a statistical tie they
+        # are the better bet.  Only then: on a Zen 5, in cache, int16 CSR measured a steady 4%
+        # slower than int32 and int64 (the narrower load is not free there), and a 4% margin
+        # picked the slower layout for memory it does not save the user much of
         narrow = [i for i, p in enumerate(plans)
                   if narrower_indices(p, plans[best]) and costs[i] <= costs[best] * (1 + WIDTH_TIE)]
         if narrow:
@@ -1026,9 +1071,20 @@ def narrower_indices(a: Plan, b: Plan) -> bool:
     return None not in steps and any(steps)
 
 
-def _width_sibling(a: Layout, b: Layout) -> bool:
-    """Are ``a`` and ``b`` one layout at two different index widths?"""
-    return a != b and (_width_step(a, b) is not None or _width_step(b, a) is not None)
+_STORAGE_PARAMS = _WIDTH_PARAMS + ("values",)
+
+
+def _storage_twin(a: Layout, b: Layout) -> bool:
+    """Are ``a`` and ``b`` one layout stored two ways: other index widths or value storage
+    (full or a table of distinct values), all else equal?  The cost model misjudges exactly
+    these on a CPU it was not fitted on (int16 slower than int32, value tables faster)."""
+    if a == b or a.format != b.format or a.of != b.of:
+        return False
+    pa, pb = dict(a.params), dict(b.params)
+    for k in _STORAGE_PARAMS:
+        pa.pop(k, None)
+        pb.pop(k, None)
+    return pa == pb
 
 
 def _width_step(la: Layout, lb: Layout):

@@ -890,11 +890,12 @@ def test_the_oski_rule_waits_for_the_leaders_only_where_the_workload_is_large(mo
 
 def test_the_oski_rule_waits_for_the_best_plans_neighbours_while_they_are_cheap(monkeypatch):
     """Every leader measured and the model expecting nothing more: the search still measures
-    the index-width twins of the best layouts (whatever it has cost: the budget bounds it),
+    the storage twins (index widths, value storage) of the best layouts (whatever it has
+    cost: the budget bounds it),
     then their other neighbours while it has cost under NEIGHBOURS_SHARE of the workload,
     and stops by the OSKI rule once none is left or that share is spent."""
     from autosparse import search as S
-    _restrict_formats(monkeypatch, ["csr", "coo"])
+    _restrict_formats(monkeypatch, ["sell"])
     monkeypatch.setattr(S, "expected_improvement", lambda best, predicted, sigma: 0.0)
     A = sp.csr_array(powerlaw(400, 400, rng=4))
     A.data[:] = np.where(np.arange(A.nnz) % 2, 1.0, -2.0)           # two values: value tables apply
@@ -910,19 +911,20 @@ def test_the_oski_rule_waits_for_the_best_plans_neighbours_while_they_are_cheap(
 
     def untried(rule):
         return [lay for _, lay in s.queue if lay not in s.candidates and any(rule(lay, b) for b in s._walk_anchors())]
-    assert untried(S._width_sibling), "the test needs an untried width twin of a walk anchor"
-    while untried(S._width_sibling):             # owed even where the search has cost a lot
+    assert untried(S._storage_twin), "the test needs an untried storage twin of a walk anchor"
+    while untried(S._storage_twin):             # owed even where the search has cost a lot
         monkeypatch.setattr(s, "spent", lambda: dear)
         assert s.should_stop(budget=math.inf) == ""
-        s.evaluate(untried(S._width_sibling)[0], "model")
+        assert s.next_layout() in untried(S._storage_twin)    # before the other neighbours
+        s.evaluate(untried(S._storage_twin)[0], "model")
     assert untried(S._neighbours), "the test needs an untried neighbour other than a width twin"
     monkeypatch.setattr(s, "spent", lambda: dear)
     assert s.should_stop(budget=math.inf).startswith("OSKI rule")
     monkeypatch.setattr(s, "spent", lambda: cheap)
     assert s.should_stop(budget=math.inf) == ""
     assert any(S._neighbours(s.next_layout(), b) for b in s._walk_anchors())
-    while untried(S._neighbours):
-        s.evaluate(untried(S._neighbours)[0], "model")
+    while untried(S._storage_twin) or untried(S._neighbours):    # a new best brings its own
+        s.evaluate((untried(S._storage_twin) or untried(S._neighbours))[0], "model")
     assert s.should_stop(budget=math.inf).startswith("OSKI rule") or not [
         lay for _, lay in s.queue if lay not in s.candidates]
 
@@ -960,6 +962,43 @@ def test_finalists_are_the_runner_ups_and_each_formats_best(monkeypatch):
     plan2, _ = s.confirm(plan, value)
     assert plan2.layouts[0].format == "sell"
     assert s.candidates[plan2.layouts[0]]._format is not None           # built, ready to serve
+
+
+def test_other_formats_are_finalists_before_more_variants_of_the_winners(monkeypatch):
+    """Three CSR widths and a SELL σ within 3% of the winner must not fill the finalists: COO at
+    15% and ELL at 25% (first looks misjudged formats by that much) are re-timed beside them."""
+    from autosparse import search as S
+
+    def csr(w):
+        return Layout("csr", {"index_dtype": w, "values": "full"})
+
+    def sell(sigma):
+        return Layout("sell", {"C": 8, "sigma": sigma, "index_dtype": "int32", "values": "full"})
+    speed = {csr("int32"): 1.00e-5, csr("int64"): 1.01e-5, csr("int16"): 1.02e-5, sell(1): 1.03e-5,
+             sell(64): 1.04e-5, Layout("coo", {"index_dtype": "int32", "values": "full"}): 1.15e-5,
+             Layout("ell", {"index_dtype": "int32"}): 1.25e-5}
+
+    def fake_measure(fn, **kw):
+        fn()
+        F = next(c.cell_contents for c in fn.__closure__ if hasattr(c.cell_contents, "__self__")).__self__
+        t = 3e-5 if F.name == BASELINE else speed[Layout(F.name, dict(F.params))]
+        return timing.Timing(t, t, 0.0, 1, 2, 0.0)
+    monkeypatch.setattr(timing, "measure", fake_measure)
+    A = sp.csr_array(powerlaw(300, 300, rng=5))
+    s = Search(A, profile(A), asp.Workload(matvec=BIG), effort="measure", time_limit=None, memory_limit=None, seed=0)
+    s.evaluate(Layout(BASELINE), "baseline", F=s.baseline_format)
+    for lay in speed:
+        assert s.evaluate(lay, "model").ok, lay
+    plan, value = s.best_plan()
+    fins = [p.layouts[0] for p in s.finalists(plan, value)]
+    assert len(fins) == S.MAX_FINALISTS == 5
+    # the winner, its narrowest width, its nearest runner-up, then each other format's best
+    assert fins == [csr("int32"), csr("int16"), csr("int64"), sell(1), Layout("coo", {"index_dtype": "int32",
+                                                                                        "values": "full"})], fins
+    # re-timed side by side, COO turns out fastest: it wins
+    speed[Layout("coo", {"index_dtype": "int32", "values": "full"})] = 0.9e-5
+    monkeypatch.setattr(timing, "interleaved", lambda fns, **kw: {k: fake_measure(f) for k, f in fns.items()})
+    assert s.confirm(plan, value)[0].layouts[0].format == "coo"
 
 
 def test_near_ties_are_timed_again_over_more_rounds_when_the_workload_repays_it(monkeypatch):
@@ -1103,7 +1142,7 @@ def test_narrower_indices_win_near_ties(monkeypatch):
     assert S.narrower_indices(Plan.single("csrc", offset_dtype="int16", values="full"),
                               Plan.single("csrc", offset_dtype="int32", values="full"))
 
-    speed = {"int16": 1.03e-5, "int32": 1.00e-5, "int64": 1.01e-5}
+    speed = {"int16": 1.00e-5 * (1 + 0.8 * S.WIDTH_TIE), "int32": 1.00e-5, "int64": 1.00e-5 * (1 + 0.4 * S.WIDTH_TIE)}
 
     def fake_measure(fn, **kw):
         fn()
@@ -1124,7 +1163,7 @@ def test_narrower_indices_win_near_ties(monkeypatch):
         assert plan.layouts[0].params["index_dtype"] == "int32"            # measured fastest
         assert any(p.layouts[0].params["index_dtype"] == "int16" for p in s.finalists(plan, value))
         return s.confirm(plan, value)[0].layouts[0].params["index_dtype"]
-    assert pick() == "int16"                      # 3% slower as measured: within WIDTH_TIE, fewer bytes
+    assert pick() == "int16"                      # slower as measured, but within WIDTH_TIE: fewer bytes
     speed["int16"] = 1.00e-5 * (1 + 2 * S.WIDTH_TIE)
     assert pick() == "int32"                      # clearly slower: the measurement stands
 
@@ -1172,7 +1211,7 @@ def test_the_neighbour_walk_also_starts_from_the_narrowest_width(monkeypatch):
         s.evaluate(lay, "model")
     assert c8 in order and sell(8, "int64") in order
     assert order.index(c8) < order.index(sell(8, "int64")), order
-    speed[sell(4, "int16")] = 1.00e-5 * (1 + 2 * S.WIDTH_TIE)                # no longer a near-tie
+    speed[sell(4, "int16")] = 1.00e-5 * (1 + 2 * S.WIDTH_TWIN)               # no longer a near-tie
     s.candidates[sell(4, "int16")].times[("matvec", 1)] = speed[sell(4, "int16")]
     assert s._narrowest_twin(sell(4, "int64")) is None
 
@@ -1379,3 +1418,33 @@ def test_measure_never_imports_optuna_and_patient_samples_with_tpe(tmp_path, mon
     assert tpe, rep                                          # TPE proposed new layouts ...
     assert all(c.ok and c.layout.format in ("csr", "sell") for c in tpe), rep     # ... valid ones, measured
     assert_products_match(T, A)
+
+
+def test_a_trial_whose_build_would_overrun_the_budget_is_not_started():
+    """The model predicts builds; scaled by how much slower this search's builds measured, a
+    build that would take the search past its budget ends it, except for the first trial."""
+    now = [0.0]
+    A = sp.csr_array(powerlaw(400, 400, rng=3))
+    s = Search(A, profile(A), asp.Workload(matvec=BIG), effort="measure", time_limit=None, memory_limit=None,
+               seed=0, clock=lambda: now[0])
+    s.evaluate(Layout(BASELINE), "baseline", F=s.baseline_format)
+    s.calibration = s._calibrate(s.candidates[Layout(BASELINE)])
+    s.queue = s.rank()
+    first, second = s.queue[0][1], s.queue[1][1]
+    s.predicted_build[first] = s.predicted_build[second] = 0.01
+    assert s._build_overrun(second, budget=0.05) == ""           # no trial yet: the first always runs
+    s.trials = 1
+    cand = s.evaluate(first, "model")
+    assert cand.ok
+    cand.build_s = 0.04                                         # measured 4x the model's build
+    from autosparse.kernels._runtime import compile_seconds
+    s.compile0 = compile_seconds()                              # the fake clock saw none of its compiles
+    now[0] = 0.02                                               # spent 0.02 s: 0.02 + 4 x 0.01 > 0.05
+    reason = s._build_overrun(second, budget=0.05)
+    assert "would overrun" in reason and "0.04" in reason, reason
+    assert s._build_overrun(second, budget=0.07) == ""          # 0.02 + 0.04 fits
+    cand.build_s = 0.005                                        # builds faster than predicted: the model as is
+    assert s._build_overrun(second, budget=0.035) == ""
+    assert s._build_overrun(second, budget=0.025) != ""
+    assert Search(A, profile(A), asp.Workload(matvec=BIG), effort="exhaustive", time_limit=None,
+                  memory_limit=None, seed=0)._build_overrun(second, budget=0.0) == ""
