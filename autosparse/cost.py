@@ -9,8 +9,10 @@ where bytes moved = the layout's ``estimate_nbytes`` + vector traffic, the
 bandwidth is memory's or cache's depending on the working set, and the
 per-slot cost says how well a format's inner loop runs once data is in cache
 (short CSR rows pay loop overhead; DIA and SELL vectorise).  The constants
-are for a current x86 server core; a search rescales all predictions by the
-ratio measured/predicted of the SciPy baseline, which it always times.
+are for a current x86 server core; a search calibrates them by the ratio
+measured/predicted of the SciPy baseline, which it always times: every term
+when the baseline is compute-bound, the memory terms alone when it is
+memory-bound (``predict_terms``; ``search.Search._calibrated``).
 """
 
 from __future__ import annotations
@@ -82,6 +84,15 @@ def predict(profile, fmt: str, params: dict, op: str, k: int = 1, *, of: str = "
     """Predicted seconds of one ``op`` (with k columns) on the layout.
 
     ``layout_bytes`` (the format's ``estimate_nbytes``) saves recomputing it."""
+    memory, compute, fixed = predict_terms(profile, fmt, params, op, k, of=of, layout_bytes=layout_bytes)
+    return max(memory, compute) + fixed
+
+
+def predict_terms(profile, fmt: str, params: dict, op: str, k: int = 1, *, of: str = "A",
+                  layout_bytes=None) -> tuple:
+    """``predict``'s terms: (memory seconds, compute seconds, fixed seconds per call); the
+    prediction is max(memory, compute) + fixed.  A search calibrates the term that bounds
+    the SciPy baseline it measured (``search.Search._calibrate``)."""
     m, n = profile.shape
     if of == "AH":
         m, n = n, m
@@ -109,12 +120,12 @@ def predict(profile, fmt: str, params: dict, op: str, k: int = 1, *, of: str = "
         per_slot *= SIMD_GATHER_FACTOR
     row_ns = SELL_PERM_ROW_NS * m * k if fmt == "sell" and params.get("sigma", 1) > 1 else 0.0
     compute = (work * per_slot + profile.nnz * gather_ns + row_ns) * 1e-9 / threads
-    t = max(total / bandwidth, compute)
+    memory = total / bandwidth
     if adjoint and fmt not in ("csc", "dia", "dense") and of == "A":
-        t *= SCATTER_FACTOR.get(fmt, 1.5)
-        if threads > 1:
-            t += threads * n_out * itemsize * k * 2 / bandwidth
-    return t + (LAUNCH_PARALLEL if threads > 1 else LAUNCH_SERIAL)
+        factor = SCATTER_FACTOR.get(fmt, 1.5)
+        merge = threads * n_out * itemsize * k * 2 / bandwidth if threads > 1 else 0.0
+        memory, compute = memory * factor + merge, compute * factor + merge
+    return memory, compute, (LAUNCH_PARALLEL if threads > 1 else LAUNCH_SERIAL)
 
 
 def predict_build(profile, fmt: str, params: dict, *, of: str = "A", layout_bytes=None) -> float:

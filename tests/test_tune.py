@@ -31,6 +31,7 @@ from autosparse.io import powerlaw
 from autosparse.plan import BASELINE, Layout, Plan
 from autosparse.profile import profile
 from autosparse.search import Candidate, Search
+from autosparse.search import _total as search_total
 
 from conftest import rng_vector
 
@@ -1325,7 +1326,7 @@ def test_enumerate_offers_every_applicable_format(name, caplog):
     by_format = {}
     for lay, est, pred, build in offered:
         by_format.setdefault((lay.format, lay.of), []).append(lay)
-        assert est > 0 and build >= 0 and all(t > 0 for t in pred.values()), lay
+        assert est > 0 and build >= 0 and all(min(terms) >= 0 and search_total(terms) > 0 for terms in pred.values()), lay
     for f, configs in applicable.items():
         got = sorted(by_format.get((f, "A"), []), key=lambda lay: lay.key)
         assert got == sorted((Layout(f, p) for p in configs), key=lambda lay: lay.key), f
@@ -1422,7 +1423,9 @@ def test_measure_never_imports_optuna_and_patient_samples_with_tpe(tmp_path, mon
 
 def test_a_trial_whose_build_would_overrun_the_budget_is_not_started():
     """The model predicts builds; scaled by how much slower this search's builds measured, a
-    build that would take the search past its budget ends it, except for the first trial."""
+    build that would take the search past OVERRUN_FACTOR x its budget ends it, except for the
+    first trial."""
+    from autosparse import search as S
     now = [0.0]
     A = sp.csr_array(powerlaw(400, 400, rng=3))
     s = Search(A, profile(A), asp.Workload(matvec=BIG), effort="measure", time_limit=None, memory_limit=None,
@@ -1439,12 +1442,42 @@ def test_a_trial_whose_build_would_overrun_the_budget_is_not_started():
     cand.build_s = 0.04                                         # measured 4x the model's build
     from autosparse.kernels._runtime import compile_seconds
     s.compile0 = compile_seconds()                              # the fake clock saw none of its compiles
-    now[0] = 0.02                                               # spent 0.02 s: 0.02 + 4 x 0.01 > 0.05
-    reason = s._build_overrun(second, budget=0.05)
+    now[0] = 0.02                                               # spent 0.02 s: 0.02 + 4 x 0.01 > 1.5 x 0.035
+    f = S.OVERRUN_FACTOR
+    reason = s._build_overrun(second, budget=0.059 / f)
     assert "would overrun" in reason and "0.04" in reason, reason
-    assert s._build_overrun(second, budget=0.07) == ""          # 0.02 + 0.04 fits
+    assert s._build_overrun(second, budget=0.061 / f) == ""      # 0.02 + 0.04 fits
     cand.build_s = 0.005                                        # builds faster than predicted: the model as is
-    assert s._build_overrun(second, budget=0.035) == ""
-    assert s._build_overrun(second, budget=0.025) != ""
+    assert s._build_overrun(second, budget=0.031 / f) == ""
+    assert s._build_overrun(second, budget=0.029 / f) != ""
     assert Search(A, profile(A), asp.Workload(matvec=BIG), effort="exhaustive", time_limit=None,
                   memory_limit=None, seed=0)._build_overrun(second, budget=0.0) == ""
+
+
+def test_a_memory_bound_baseline_calibrates_only_the_memory_terms():
+    """The baseline's measured/predicted ratio scales every term when its own prediction was
+    compute-bound, and only memory terms when it was memory-bound (it then measured the
+    memory's bandwidth, not the cores): a compute-bound layout is not made faster by it."""
+    from autosparse import cost
+    A = sp.csr_array(powerlaw(300, 300, rng=5))
+    prof = profile(A)
+    s = Search(A, prof, asp.Workload(matvec=BIG), effort="measure", time_limit=None, memory_limit=None, seed=0)
+    key = ("matvec", 1)
+    s.calibration = {key: (0.5, True)}
+    assert s._calibrated(key, (4.0, 3.0, 0.1)) == pytest.approx(3.1)       # compute bounds now
+    assert s._calibrated(key, (8.0, 3.0, 0.1)) == pytest.approx(4.1)
+    s.calibration = {key: (0.5, False)}
+    assert s._calibrated(key, (4.0, 3.0, 0.1)) == pytest.approx(2.05)
+    # the ratio and the bound come from the baseline's own terms
+    base = s.evaluate(Layout(BASELINE), "baseline", F=s.baseline_format)
+    memory, compute, fixed = s._baseline_terms(*key)
+    ratio, memory_bound = s._calibrate(base)[key]
+    assert ratio == pytest.approx(base.times[key] / (max(memory, compute) + fixed))
+    assert memory_bound == (memory >= compute)
+    # predict is the terms' max plus the fixed part, for every format and operation
+    for fmt, params in [("csr", {"index_dtype": "int32", "values": "full"}), ("sell", {"C": 8, "sigma": 1,
+                        "index_dtype": "int32", "values": "full"}), ("dia", {"index_dtype": "int32", "values": "full"})]:
+        for op, k in [("matvec", 1), ("rmatvec", 1), ("matmat", 4), ("rmatmat", 4)]:
+            terms = cost.predict_terms(prof, fmt, params, op, k)
+            assert min(terms) >= 0 and cost.predict(prof, fmt, params, op, k) == max(terms[:2]) + terms[2]
+
