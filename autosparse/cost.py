@@ -39,7 +39,17 @@ SCATTER_FACTOR = {"scipy": 1.3, "csr": 1.5, "coo": 1.5, "csrc": 1.5, "ell": 1.4,
 
 
 SELL_C_FACTOR = {4: 1.12, 8: 1.0, 16: 1.15, 32: 1.7}
-TABLE_FACTOR = 1.35       # a value-table lookup per slot: pays only when memory-bound
+TABLE_FACTOR = 1.35       # a value-table lookup per slot: pays only when memory-bound ...
+# ... except in DIA, which decodes tables of up to 4 entries (3 distinct values and the
+# padding's 0) by compares in registers: measured in cache on the Zen 5 development machine,
+# such a DIA table ran 0.63-1.0x its full-value twin (6 stencil and FEM matrices, 8k-800k
+# nnz; a byte per slot instead of 8).  At 1.35 the model ranked poisson3d_100's full-value
+# DIA first whenever the baseline's calibration left it compute-bound, and kept it (2.3x
+# MKL, against 5-6x with the table).  A larger table is gathered from memory per slot:
+# Trefethen_500's 500 values ran 1.97x.  (The other formats measured: SELL 1.28-1.59, its
+# vector loop gathering through the table; CSR 1.07-1.17; COO 0.91-1.07.)
+DIA_SMALL_TABLE = 4
+TABLE_FACTOR_DIA = {True: 1.0, False: 2.0}     # small table?
 # Multi-vector gathers of real CSR (A X) and CSC (Aᴴ X) keep a row's k columns
 # in vector registers (kernels/_simd.py): measured 0.2-0.4x the per-column
 # slot cost of the scalar loops on the corpus, k = 16.
@@ -50,8 +60,9 @@ SIMD_GATHER_FACTOR = 0.3
 SELL_PERM_ROW_NS = 0.5
 
 
-def slot_ns(fmt: str, params: dict) -> float:
-    """Per-slot cost: blocked layouts amortise index work over the block."""
+def slot_ns(fmt: str, params: dict, profile=None) -> float:
+    """Per-slot cost: blocked layouts amortise index work over the block; value tables cost
+    a lookup (``profile`` gives DIA's table size)."""
     base = SLOT_NS.get(fmt, 1.0)
     if fmt == "bsr":
         return max(SLOT_NS["csr"] / (params["r"] * params["c"]) ** 0.5, base * 0.5)
@@ -60,7 +71,10 @@ def slot_ns(fmt: str, params: dict) -> float:
         # corpus (2024 Xeon): C = 4 and 16 ~12-15% slower per slot, C = 32 ~70%
         base *= SELL_C_FACTOR.get(params["C"], 1.2)
     if params.get("values") == "table":
-        base *= TABLE_FACTOR
+        if fmt == "dia" and profile is not None:
+            base *= TABLE_FACTOR_DIA[profile.n_distinct_values + 1 <= DIA_SMALL_TABLE]
+        else:
+            base *= TABLE_FACTOR
     return base
 
 
@@ -115,7 +129,7 @@ def predict_terms(profile, fmt: str, params: dict, op: str, k: int = 1, *, of: s
     if n_in * itemsize * k > L2_BYTES:
         # scattered reads of x miss the private cache: latency-bound, so threads help
         gather_ns = GATHER_NS * min(1.0, 3 * profile.diag_distance)
-    per_slot = slot_ns(fmt, params)
+    per_slot = slot_ns(fmt, params, profile)
     if k > 1 and fmt == ("csc" if adjoint else "csr") and not np.issubdtype(profile.dtype, np.complexfloating):
         per_slot *= SIMD_GATHER_FACTOR
     row_ns = SELL_PERM_ROW_NS * m * k if fmt == "sell" and params.get("sigma", 1) > 1 else 0.0

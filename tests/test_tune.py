@@ -1481,3 +1481,26 @@ def test_a_memory_bound_baseline_calibrates_only_the_memory_terms():
             terms = cost.predict_terms(prof, fmt, params, op, k)
             assert min(terms) >= 0 and cost.predict(prof, fmt, params, op, k) == max(terms[:2]) + terms[2]
 
+
+
+def test_dia_value_tables_cost_nothing_when_small_and_a_gather_when_large():
+    """DIA decodes up to 3 distinct values (and the padding's 0) in registers: its table then
+    costs no more per slot than full values, and with fewer bytes is predicted ahead of them;
+    a larger table is gathered from memory per slot."""
+    from types import SimpleNamespace
+
+    from autosparse import cost
+    from autosparse.io import example
+
+    def factor(prof, fmt="dia", **params):
+        return cost.slot_ns(fmt, {**params, "values": "table"}, prof) / cost.slot_ns(fmt, {**params, "values": "full"},
+                                                                                      prof)
+    few, many = SimpleNamespace(n_distinct_values=3), SimpleNamespace(n_distinct_values=500)
+    assert factor(few) == pytest.approx(1.0)
+    assert factor(many) >= 1.5
+    assert factor(few, "csr") == factor(many, "csr") > 1.0                  # other formats: one factor
+    for size in (60, 1000):                 # in cache (equal: compute-bound), from memory (fewer bytes)
+        P = profile(sp.csr_array(example("poisson2d", size)))
+        assert P.n_distinct_values + 1 <= cost.DIA_SMALL_TABLE
+        table, full = (cost.predict(P, "dia", {"index_dtype": "int32", "values": v}, "matvec") for v in ("table", "full"))
+        assert table <= full and (table < full or size == 60), (size, table, full)
