@@ -27,7 +27,9 @@ Flow of one search (``Search.run``):
    times nor in the search budget.
 4. Stop by OSKI's rule - when the saving still expected from the next
    candidate is less than the time the search has already spent - or when
-   the effort's budget, ``time_limit`` or the candidates run out.  The
+   the effort's budget, ``time_limit`` or the candidates run out, or when the
+   next layout's build is expected to end past OVERRUN_FACTOR x the budget
+   (``_build_overrun``).  The
    expected saving is E[max(0, best - cost)] with the model's prediction
    of the cost off by a log-normal error, refit from the measured layouts.
 5. From everything measured, pick the plan exactly: the single layout or
