@@ -49,7 +49,8 @@ TABLE_FACTOR = 1.35       # a value-table lookup per slot: pays only when memory
 # Trefethen_500's 500 values ran 1.97x.  (The other formats measured: SELL 1.28-1.59, its
 # vector loop gathering through the table; CSR 1.07-1.17; COO 0.91-1.07.)
 DIA_SMALL_TABLE = 4
-TABLE_FACTOR_DIA = {True: 1.0, False: 2.0}     # small table?
+TABLE_FACTOR_DIA_SMALL = 1.0
+TABLE_FACTOR_DIA_LARGE = 2.0
 # Multi-vector gathers of real CSR (A X) and CSC (Aᴴ X) keep a row's k columns
 # in vector registers (kernels/_simd.py): measured 0.2-0.4x the per-column
 # slot cost of the scalar loops on the corpus, k = 16.
@@ -72,7 +73,8 @@ def slot_ns(fmt: str, params: dict, profile=None) -> float:
         base *= SELL_C_FACTOR.get(params["C"], 1.2)
     if params.get("values") == "table":
         if fmt == "dia" and profile is not None:
-            base *= TABLE_FACTOR_DIA[profile.n_distinct_values + 1 <= DIA_SMALL_TABLE]
+            small = profile.n_distinct_values + 1 <= DIA_SMALL_TABLE
+            base *= TABLE_FACTOR_DIA_SMALL if small else TABLE_FACTOR_DIA_LARGE
         else:
             base *= TABLE_FACTOR
     return base
@@ -98,7 +100,12 @@ def predict(profile, fmt: str, params: dict, op: str, k: int = 1, *, of: str = "
     """Predicted seconds of one ``op`` (with k columns) on the layout.
 
     ``layout_bytes`` (the format's ``estimate_nbytes``) saves recomputing it."""
-    memory, compute, fixed = predict_terms(profile, fmt, params, op, k, of=of, layout_bytes=layout_bytes)
+    return total(predict_terms(profile, fmt, params, op, k, of=of, layout_bytes=layout_bytes))
+
+
+def total(terms) -> float:
+    """Seconds of a prediction from its ``predict_terms``: max(memory, compute) + fixed."""
+    memory, compute, fixed = terms
     return max(memory, compute) + fixed
 
 

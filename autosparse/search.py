@@ -512,9 +512,9 @@ class Search:
         memory-bound), which ``_calibrated`` applies to every prediction."""
         cal = {}
         for op, k, _ in self.ops:
-            memory, compute, fixed = self._baseline_terms(op, k)
-            pred = max(memory, compute) + fixed
-            cal[(op, k)] = (base.times[(op, k)] / pred if pred > 0 else 1.0, memory >= compute)
+            terms = self._baseline_terms(op, k)
+            pred = cost.total(terms)
+            cal[(op, k)] = (base.times[(op, k)] / pred if pred > 0 else 1.0, terms[0] >= terms[1])
         return cal
 
     def _calibrated(self, key, terms) -> float:
@@ -527,10 +527,10 @@ class Search:
         said so had shrunk the cores' time by as much.  A compute-bound baseline (SciPy's
         serial kernel, in cache) scales everything, as the machine's clock and caches do."""
         ratio, memory_bound = self.calibration.get(key, (1.0, False))
-        memory, compute, fixed = terms
         if memory_bound:
-            return max(memory * ratio, compute) + fixed
-        return (max(memory, compute) + fixed) * ratio
+            memory, compute, fixed = terms
+            return cost.total((memory * ratio, compute, fixed))
+        return cost.total(terms) * ratio
 
     def _baseline_terms(self, op, k):
         """The model's terms (``cost.predict_terms``) for the scipy() plan's product: SciPy's
@@ -1046,21 +1046,15 @@ class Search:
     # -- effort="estimate": the model alone ------------------------------------
     def estimate(self):
         """(Plan, predicted cost) from the cost model only; nothing is timed."""
-        base_pred = {(op, k): _total(self._baseline_terms(op, k)) for op, k, _ in self.ops}
+        base_pred = {(op, k): cost.total(self._baseline_terms(op, k)) for op, k, _ in self.ops}
         best, best_cost = Plan.baseline(), self.workload_cost(base_pred, 0.0)
         for lay, est, pred, build in self.enumerate():
             if lay.of != "A" or (self.memory_limit is not None and est > self.memory_limit):
                 continue
-            c = self.workload_cost({key: _total(terms) for key, terms in pred.items()}, build)
+            c = self.workload_cost({key: cost.total(terms) for key, terms in pred.items()}, build)
             if c < best_cost:
                 best, best_cost = Plan((lay,), {op: 0 for op in OPERATIONS}), c
         return best, best_cost
-
-
-def _total(terms) -> float:
-    """Seconds of ``cost.predict_terms``'s (memory, compute, fixed): as ``cost.predict``."""
-    memory, compute, fixed = terms
-    return max(memory, compute) + fixed
 
 
 def trial_params(lay: Layout) -> dict:

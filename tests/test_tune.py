@@ -25,13 +25,12 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import autosparse as asp
-from autosparse import formats, timing, tuner, verify
+from autosparse import cost, formats, timing, tuner, verify
 from autosparse._checks import value_dtype
 from autosparse.io import powerlaw
 from autosparse.plan import BASELINE, Layout, Plan
 from autosparse.profile import profile
 from autosparse.search import Candidate, Search
-from autosparse.search import _total as search_total
 
 from conftest import rng_vector
 
@@ -1326,7 +1325,7 @@ def test_enumerate_offers_every_applicable_format(name, caplog):
     by_format = {}
     for lay, est, pred, build in offered:
         by_format.setdefault((lay.format, lay.of), []).append(lay)
-        assert est > 0 and build >= 0 and all(min(terms) >= 0 and search_total(terms) > 0 for terms in pred.values()), lay
+        assert est > 0 and build >= 0 and all(min(terms) >= 0 and cost.total(terms) > 0 for terms in pred.values()), lay
     for f, configs in applicable.items():
         got = sorted(by_format.get((f, "A"), []), key=lambda lay: lay.key)
         assert got == sorted((Layout(f, p) for p in configs), key=lambda lay: lay.key), f
@@ -1458,7 +1457,6 @@ def test_a_memory_bound_baseline_calibrates_only_the_memory_terms():
     """The baseline's measured/predicted ratio scales every term when its own prediction was
     compute-bound, and only memory terms when it was memory-bound (it then measured the
     memory's bandwidth, not the cores): a compute-bound layout is not made faster by it."""
-    from autosparse import cost
     A = sp.csr_array(powerlaw(300, 300, rng=5))
     prof = profile(A)
     s = Search(A, prof, asp.Workload(matvec=BIG), effort="measure", time_limit=None, memory_limit=None, seed=0)
@@ -1489,7 +1487,6 @@ def test_dia_value_tables_cost_nothing_when_small_and_a_gather_when_large():
     a larger table is gathered from memory per slot."""
     from types import SimpleNamespace
 
-    from autosparse import cost
     from autosparse.io import example
 
     def factor(prof, fmt="dia", **params):
